@@ -1,0 +1,3 @@
+from glm_data.__about__ import __version__
+
+__all__ = ["__version__"]
