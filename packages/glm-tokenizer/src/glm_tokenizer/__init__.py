@@ -1,3 +1,6 @@
-from glm_tokenizer.__about__ import __version__
+"""ChatGLM-6B's ice_text tokenizer, with exact parity to the original and no MindSpore or torch."""
 
-__all__ = ["__version__"]
+from glm_tokenizer.__about__ import __version__
+from glm_tokenizer.tokenizer import ChatGLMTokenizer
+
+__all__ = ["ChatGLMTokenizer", "__version__"]
