@@ -296,10 +296,16 @@ class ChatGLMTokenizer:
         return False
 
     def _encode_chunk(self, text: str, as_pieces: bool) -> list:
-        if as_pieces:
-            return self._sp.encode(self._preprocess(text), out_type=str)
-        ids = self._sp.encode(self._preprocess(text))
-        return [index + self.num_image_tokens for index in ids] if self.num_image_tokens else ids
+        try:
+            encoded = self._sp.encode(self._preprocess(text), out_type=str if as_pieces else int)
+        except RuntimeError:
+            # SentencePiece's message for text that is not valid Unicode (a lone surrogate) is opaque;
+            # UTF-8 encoding raises a UnicodeEncodeError (a ValueError) that names the character.
+            text.encode("utf-8")
+            raise
+        if as_pieces or not self.num_image_tokens:
+            return encoded
+        return [index + self.num_image_tokens for index in encoded]
 
     def tokenize(self, text: str) -> list[str]:
         """The pieces of ``text`` (no special tokens added), e.g. ``["▁", "你", "好"]``."""
@@ -308,7 +314,8 @@ class ChatGLMTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """The ids of ``text``, followed by ``[gMASK] <sop>`` when ``add_special_tokens``.
 
-        Raises ``TypeError`` if ``text`` is not a string.
+        Raises ``TypeError`` if ``text`` is not a string, ``UnicodeEncodeError`` (a ``ValueError``) if it
+        holds a lone surrogate.
         """
         ids = self._encode_text(text, as_pieces=False)
         return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
