@@ -1,0 +1,311 @@
+"""The ChatGLM-6B network in MindSpore, top to bottom.
+
+    input_ids ─► word_embeddings ─► GLMBlock × num_layers ─► final_layernorm ─► lm_head ─► logits
+
+Each GLMBlock:  x ─► input_layernorm ─► SelfAttention ─► (ln·alpha + attn) ─► post_attention_layernorm
+                  ─► MLP ─► (ln·alpha + mlp),  alpha = sqrt(2 · 28)
+
+Parameter names are MindFormers' checkpoint names (``transformer.layers.N.attention.query_key_value.weight``
+…), so a MindFormers ``glm_6b.ckpt`` loads as is. The same layers run a full forward (training, scoring)
+and, with a KV cache passed in, the incremental decoder of ``generation.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+from glm_core.config import GLMConfig
+
+MASKED_SCORE = -10000.0  # what the original writes into masked attention scores
+
+_DTYPES = {"float32": ms.float32, "float16": ms.float16}
+
+
+def mindspore_dtype(name: str):
+    return _DTYPES[name]
+
+
+class Linear(nn.Cell):
+    """``y = x Wᵀ + b`` with ``W`` of checkpoint shape ``[out, in]``.
+
+    With ``in_out_layout`` the weight is held transposed, ``[in, out]``: MindSpore's CPU matmul streams
+    that layout about a third faster in matrix-vector products, which is all a decode step is.
+    ``glm_core.checkpoint`` converts between the two layouts on load and save.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, in_out_layout=False,
+                 param_dtype=ms.float32, compute_dtype=ms.float32):
+        super().__init__()
+        self.in_out_layout = in_out_layout
+        shape = (in_features, out_features) if in_out_layout else (out_features, in_features)
+        self.weight = Parameter(initializer(Normal(0.02), shape, param_dtype), name="weight")
+        self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
+        self.matmul = ops.MatMul(transpose_b=not in_out_layout)
+        self.out_features = out_features
+        self.compute_dtype = compute_dtype
+        self.cast_weight = param_dtype != compute_dtype
+
+    def construct(self, x):
+        leading = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
+        weight = self.weight.astype(self.compute_dtype) if self.cast_weight else self.weight
+        y = self.matmul(x, weight)
+        if self.bias is not None:
+            y = y + (self.bias.astype(self.compute_dtype) if self.cast_weight else self.bias)
+        return y.reshape(*leading, self.out_features)
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis with MindFormers' parameter names ``gamma``/``beta``."""
+
+    def __init__(self, size, epsilon, param_dtype=ms.float32, compute_dtype=ms.float32):
+        super().__init__()
+        self.gamma = Parameter(initializer("ones", (size,), param_dtype), name="gamma")
+        self.beta = Parameter(initializer("zeros", (size,), param_dtype), name="beta")
+        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=epsilon)
+        self.compute_dtype = compute_dtype
+
+    def construct(self, x):
+        dtype = x.dtype
+        y, _, _ = self.norm(x.astype(self.compute_dtype), self.gamma.astype(self.compute_dtype),
+                            self.beta.astype(self.compute_dtype))
+        return y.astype(dtype)
+
+
+def rotary_tables(config: GLMConfig):
+    """cos/sin tables ``[seq_length + 1, head_dim / 2]`` for one half of a head.
+
+    As the original: ``inv_freq = 1 / 10000^(2i/d)`` for the half dimension ``d``, rounded to float16
+    (the reference stores it as a float16 buffer), angles ``p · inv_freq`` repeated twice (rotate-half).
+    """
+    half = config.head_dim // 2
+    inv_freq = (1.0 / (10000 ** (np.arange(0, half, 2, dtype=np.float32) / half))).astype(np.float16)
+    positions = np.arange(config.seq_length + 1, dtype=np.float32)
+    angles = np.outer(positions, inv_freq.astype(np.float32))
+    angles = np.concatenate([angles, angles], axis=-1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+class RotaryEmbedding2D(nn.Cell):
+    """GLM's 2D rotary embedding: the first half of each head turns by position, the second by block position.
+
+    ``construct`` returns ``(cos, sin)`` of shape ``[batch, seq, 1, head_dim]``; ``sin`` carries the signs of
+    rotate-half, so a head ``x`` rotates as ``x * cos + x[..., swap] * sin`` (see :meth:`rotate`).
+    """
+
+    def __init__(self, config: GLMConfig):
+        super().__init__()
+        cos, sin = rotary_tables(config)
+        quarter = config.head_dim // 4
+        # rotate_half([a, b]) = [-b, a] within each half of the head: [a b c d] -> [-b a -d c]
+        sign = np.concatenate([-np.ones(quarter), np.ones(quarter)]).astype(np.float32)
+        self.cos_table = Tensor(cos)
+        self.sin_table = Tensor(sin * sign)
+        self.swap = Tensor(np.concatenate([np.arange(quarter, 2 * quarter), np.arange(quarter),
+                                           np.arange(3 * quarter, 4 * quarter),
+                                           np.arange(2 * quarter, 3 * quarter)]).astype(np.int32))
+
+    def construct(self, position_ids):
+        """``position_ids``: ``[batch, 2, seq]`` (positions, block positions)."""
+        positions, blocks = position_ids[:, 0], position_ids[:, 1]
+        cos = ops.concat([ops.gather(self.cos_table, positions, 0), ops.gather(self.cos_table, blocks, 0)], -1)
+        sin = ops.concat([ops.gather(self.sin_table, positions, 0), ops.gather(self.sin_table, blocks, 0)], -1)
+        return cos.expand_dims(2), sin.expand_dims(2)
+
+    def rotate(self, x, cos, sin):
+        return x * cos.astype(x.dtype) + ops.gather(x, self.swap, x.ndim - 1) * sin.astype(x.dtype)
+
+
+class SelfAttention(nn.Cell):
+    """Multi-head attention with GLM's fused, per-head interleaved QKV: ``[heads, (q, k, v), head_dim]``."""
+
+    def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, in_out_layout: bool):
+        super().__init__()
+        param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.query_key_value = Linear(config.hidden_size, 3 * config.hidden_size, True, in_out_layout,
+                                      param_dtype, compute_dtype)
+        self.dense = Linear(config.hidden_size, config.hidden_size, True, in_out_layout, param_dtype, compute_dtype)
+        self.rotary = rotary
+        # The original divides q by sqrt(d)·(layer_id + 1) and multiplies the scores back by (layer_id + 1)
+        # in the softmax dtype: it keeps float16 scores in range. We do the same, so float32 matches too.
+        self.layer_scale = float(layer_id + 1)
+        self.query_scale = 1.0 / (math.sqrt(self.head_dim) * self.layer_scale)
+        self.softmax_dtype = mindspore_dtype(config.softmax_compute_type)
+        self.dropout = nn.Dropout(p=config.attention_dropout_rate) if config.attention_dropout_rate else None
+
+    def construct(self, x, cos, sin, mask, cache=None, cache_positions=None):
+        """``x``: ``[B, S, hidden]``; ``mask``: bool ``[B, 1, S, K]``, True = masked.
+
+        Without a cache, K = S. With ``cache`` (a :class:`glm_core.generation.KVCache`) the new keys and
+        values are written at ``cache_positions`` and attention runs over the whole cache, K = its length.
+        """
+        batch, seq = x.shape[0], x.shape[1]
+        qkv = self.query_key_value(x).reshape(batch, seq, self.num_heads, 3 * self.head_dim)
+        query, key, value = ops.split(qkv, self.head_dim, axis=-1)
+        query = self.rotary.rotate(query, cos, sin) * self.query_scale
+        key = self.rotary.rotate(key, cos, sin)
+        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))  # [B, H, S, D]
+        if cache is not None:
+            key, value = cache.update(cache_positions, key, value)
+        scores = ops.BatchMatMul(transpose_b=True)(query, key)
+        scores = ops.masked_fill(scores, mask, ops.scalar_to_tensor(MASKED_SCORE, scores.dtype))
+        probs = ops.softmax(scores.astype(self.softmax_dtype) * self.layer_scale, axis=-1).astype(value.dtype)
+        if self.dropout is not None:
+            probs = self.dropout(probs)
+        context = ops.BatchMatMul()(probs, value).transpose(0, 2, 1, 3).reshape(batch, seq, -1)
+        return self.dense(context)
+
+
+class MLP(nn.Cell):
+    """``dense_4h_to_h(gelu_tanh(dense_h_to_4h(x)))``."""
+
+    def __init__(self, config: GLMConfig, in_out_layout: bool):
+        super().__init__()
+        param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
+        self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, in_out_layout,
+                                    param_dtype, compute_dtype)
+        self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, in_out_layout,
+                                    param_dtype, compute_dtype)
+
+    def construct(self, x):
+        return self.dense_4h_to_h(ops.gelu(self.dense_h_to_4h(x), approximate="tanh"))
+
+
+class GLMBlock(nn.Cell):
+    """One transformer layer with GLM's residual: ``ln(x) · alpha + f(ln(x))``.
+
+    ``alpha = sqrt(2 · config.alpha_num_layers)``: 28 for every depth, as in the original (see GLMConfig).
+    """
+
+    def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, in_out_layout: bool):
+        super().__init__()
+        param_dtype, ln_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.layernorm_compute_type)
+        self.input_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
+        self.attention = SelfAttention(config, layer_id, rotary, in_out_layout)
+        self.post_attention_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
+        self.mlp = MLP(config, in_out_layout)
+        self.alpha = math.sqrt(2 * config.alpha_num_layers)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_rate) if config.hidden_dropout_rate else None
+
+    def construct(self, x, cos, sin, mask, cache=None, cache_positions=None):
+        attention_input = self.input_layernorm(x)
+        attention_output = self.attention(attention_input, cos, sin, mask, cache, cache_positions)
+        if self.dropout is not None:
+            attention_output = self.dropout(attention_output)
+        x = attention_input * self.alpha + attention_output
+        mlp_input = self.post_attention_layernorm(x)
+        mlp_output = self.mlp(mlp_input)
+        if self.dropout is not None:
+            mlp_output = self.dropout(mlp_output)
+        return mlp_input * self.alpha + mlp_output
+
+
+def positions_and_mask(input_ids, config: GLMConfig):
+    """Position ids ``[B, 2, S]`` and attention mask ``[B, 1, S, S]`` (True = masked) from ids.
+
+    Exactly what the original tokenizer builds for a left-padded batch: leading ``<pad>`` tokens are
+    masked and take position 0; each row's positions restart at its first real token; the prompt up to
+    ``<sop>`` is bidirectional, from ``<sop>`` on causal; tokens from ``<sop>`` on take the ``[MASK]`` (or
+    else ``[gMASK]``) position, and block positions 1, 2, … .
+    """
+    batch, seq = input_ids.shape
+    index = ops.arange(seq, dtype=ms.int32)
+    pads = ops.argmax((input_ids != config.pad_token_id).astype(ms.int32), dim=1).astype(ms.int32)
+    is_bos = input_ids == config.bos_token_id
+    context = ops.where(is_bos.any(axis=1), ops.argmax(is_bos.astype(ms.int32), dim=1).astype(ms.int32), seq)
+    is_mask, is_gmask = input_ids == config.mask_token_id, input_ids == config.gmask_token_id
+    has_mask, has_gmask = is_mask.any(axis=1), is_gmask.any(axis=1)
+    mask_position = ops.where(has_mask, ops.argmax(is_mask.astype(ms.int32), dim=1),
+                              ops.argmax(is_gmask.astype(ms.int32), dim=1)).astype(ms.int32)
+
+    row = index.reshape(1, seq)
+    pads_, context_ = pads.reshape(batch, 1), context.reshape(batch, 1)
+    after_context = row >= context_
+    positions = row - pads_
+    use_mask_position = ops.logical_and(after_context, ops.logical_or(has_mask, has_gmask).reshape(batch, 1))
+    positions = ops.where(use_mask_position, (mask_position.reshape(batch, 1) - pads_).broadcast_to((batch, seq)),
+                          positions)
+    positions = ops.where(row < pads_, ops.zeros_like(positions), positions)
+    blocks = ops.where(after_context, row - context_ + 1, ops.zeros_like(positions))
+    position_ids = ops.stack([positions, blocks], axis=1)
+
+    query, key = index.reshape(1, seq, 1), index.reshape(1, 1, seq)
+    pads_, context_ = pads.reshape(batch, 1, 1), context.reshape(batch, 1, 1)
+    visible = ops.logical_and(key >= pads_, ops.logical_or(key < context_, key <= query))
+    visible = ops.logical_and(visible, query >= pads_)
+    return position_ids, ops.logical_not(visible).reshape(batch, 1, seq, seq)
+
+
+class GLMTransformer(nn.Cell):
+    """Embeddings, the GLM blocks and the final layernorm: ids to hidden states."""
+
+    def __init__(self, config: GLMConfig, in_out_layout: bool):
+        super().__init__()
+        param_dtype = mindspore_dtype(config.param_init_type)
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, param_dtype)
+        self.rotary = RotaryEmbedding2D(config)
+        self.layers = nn.CellList([GLMBlock(config, i, self.rotary, in_out_layout) for i in range(config.num_layers)])
+        self.final_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype,
+                                         mindspore_dtype(config.layernorm_compute_type))
+        self.compute_dtype = mindspore_dtype(config.compute_dtype)
+
+    def construct(self, input_ids, position_ids, mask, caches=None, cache_positions=None):
+        x = self.word_embeddings(input_ids).astype(self.compute_dtype)
+        cos, sin = self.rotary(position_ids)
+        if caches is None:
+            for layer in self.layers:
+                x = layer(x, cos, sin, mask)
+        else:
+            for layer, cache in zip(self.layers, caches):
+                x = layer(x, cos, sin, mask, cache, cache_positions)
+        return self.final_layernorm(x)
+
+
+class Embedding(nn.Cell):
+    """Word embeddings with MindFormers' parameter name ``embedding_table``."""
+
+    def __init__(self, vocab_size, hidden_size, param_dtype=ms.float32):
+        super().__init__()
+        self.embedding_table = Parameter(initializer(Normal(0.02), (vocab_size, hidden_size), param_dtype),
+                                         name="embedding_table")
+
+    def construct(self, input_ids):
+        return ops.gather(self.embedding_table, input_ids, 0)
+
+
+class GLMForPreTraining(nn.Cell):
+    """ChatGLM-6B with its language-model head: ``model(input_ids) -> logits [batch, seq, vocab]``.
+
+    Position ids and the attention mask are derived from ``input_ids`` (``<pad>``/``<sop>``/``[gMASK]``
+    positions) unless given, as the tokenizer builds them. ``generate`` runs the KV-cache decoder.
+    """
+
+    def __init__(self, config: GLMConfig, in_out_layout: bool | None = None):
+        super().__init__()
+        self.config = config
+        # Inference models hold Linear weights [in, out] (faster decode); training models keep [out, in].
+        self.in_out_layout = config.use_past if in_out_layout is None else in_out_layout
+        self.transformer = GLMTransformer(config, self.in_out_layout)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, False, self.in_out_layout,
+                              mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype))
+        self._decoders = None  # built on first generate(); see glm_core.generation
+
+    def construct(self, input_ids, position_ids=None, attention_mask=None):
+        if position_ids is None or attention_mask is None:
+            derived_positions, derived_mask = positions_and_mask(input_ids, self.config)
+            position_ids = derived_positions if position_ids is None else position_ids
+            attention_mask = derived_mask if attention_mask is None else attention_mask
+        hidden = self.transformer(input_ids, position_ids, attention_mask.astype(ms.bool_))
+        return self.lm_head(hidden).astype(ms.float32)
+
+    def generate(self, input_ids, **kwargs):
+        """Generate continuations; see :func:`glm_core.generation.generate` for the arguments."""
+        from glm_core.generation import generate
+
+        return generate(self, input_ids, **kwargs)
