@@ -111,15 +111,20 @@ def test_lone_surrogate_raises_a_unicode_error_naming_it(tokenizer):
         tokenizer.encode("ab\ud800")
 
 
-@pytest.mark.parametrize("max_length", [0, 1])
-def test_max_length_smaller_than_the_special_tokens_raises_value_error(tokenizer, max_length):
-    with pytest.raises(ValueError, match="max_length"):
+@pytest.mark.parametrize("max_length", [0, 1, 2])
+def test_max_length_not_above_the_special_tokens_raises_value_error(tokenizer, max_length):
+    with pytest.raises(ValueError, match=f"max_length={max_length} is too small"):
         tokenizer("你好", max_length=max_length, truncation=True)
 
 
-def test_truncation_that_would_leave_no_text_raises_value_error(tokenizer):
-    with pytest.raises(ValueError, match="no room"):
-        tokenizer("你好", max_length=2, truncation=True)
+def test_max_length_without_special_tokens_must_be_positive(tokenizer):
+    with pytest.raises(ValueError, match="max_length=0 is too small"):
+        tokenizer("你好", max_length=0, add_special_tokens=False)
+
+
+def test_empty_batch_raises_value_error(tokenizer):
+    with pytest.raises(ValueError, match="Empty batch"):
+        tokenizer([], padding=True)
 
 
 def test_padding_to_max_length_without_max_length_raises_value_error(tokenizer):
@@ -192,6 +197,10 @@ def test_padding_to_max_length_pads_left_with_masked_rows_and_zero_positions(tok
 def test_truncation_cuts_the_text_and_keeps_gmask_and_sop(tokenizer):
     encoding = tokenizer("请介绍一下华为", max_length=5, truncation=True)
     assert encoding["input_ids"] == [*HUAWEI[:3], GMASK, SOP]
+
+
+def test_truncation_to_one_token_keeps_the_first_piece(tokenizer):
+    assert tokenizer("你好", max_length=3, truncation=True)["input_ids"] == [HELLO[0], GMASK, SOP]
 
 
 def test_truncation_leaves_short_texts_alone(tokenizer):

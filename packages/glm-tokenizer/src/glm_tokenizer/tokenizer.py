@@ -43,7 +43,7 @@ _CLEAN_UP_REPLACEMENTS = (
     (" 've", "'ve"),
     (" 're", "'re"),
 )
-_SPACE_RUN = re.compile(" {2,}")
+_SPACE_RUN = re.compile("  +")  # measurably faster in CPython's re than " {2,}"
 _WHITESPACE_TOKEN = re.compile(r"<n>|<\|tab\|>|<\|blank_\d+\|>")
 _PADDING_STRATEGIES = {
     False: None,
@@ -120,12 +120,9 @@ class ChatGLMTokenizer:
                     f"{self.vocab_file} has no piece {piece!r}: it is not a ChatGLM-6B ice_text.model"
                     " (or max_blank_length / the special tokens do not match it)."
                 )
-        # Index = run length: runs of 0 and 1 spaces stay as they are.
-        self._blank_for_length = ["", " ", *blanks]
+        self._blank_for_run = {" " * length: token for length, token in enumerate(blanks, start=2)}
         self._whitespace_for_token = {"<n>": "\n", "<|tab|>": "\t"}
-        self._whitespace_for_token.update(
-            {token: " " * length for length, token in enumerate(blanks, start=2)}
-        )
+        self._whitespace_for_token.update({token: run for run, token in self._blank_for_run.items()})
 
         self.bos_token_id = self.convert_tokens_to_ids(bos_token)
         self.eos_token_id = self.convert_tokens_to_ids(eos_token)
@@ -261,8 +258,13 @@ class ChatGLMTokenizer:
         return text
 
     def _blank_tokens(self, run: re.Match) -> str:
-        full, rest = divmod(len(run.group()), self.max_blank_length)
-        return self._blank_for_length[-1] * full + self._blank_for_length[rest]
+        spaces = run.group()
+        if len(spaces) <= self.max_blank_length:
+            return self._blank_for_run[spaces]
+        # Longer runs: as many of the longest blank as fit, then the rest (a lone space stays a space).
+        full, rest = divmod(len(spaces), self.max_blank_length)
+        longest = self._blank_for_run[" " * self.max_blank_length]
+        return longest * full + self._blank_for_run.get(" " * rest, " " * rest)
 
     def _split_special_tokens(self, text: str) -> list[str]:
         """Split around special-token strings as transformers 4.33 does: ``[text, token, text, ...]``.
@@ -351,9 +353,9 @@ class ChatGLMTokenizer:
         int64 ``[B, S]``, bool ``[B, 1, S, S]``, int64 ``[B, 2, S]``.
 
         Raises ``TypeError`` for a non-string text and ``ValueError`` for an unknown ``padding`` or
-        ``return_tensors``, a ``max_length`` that cannot hold the special tokens, ``"max_length"``
-        padding without ``max_length``, or a sequence longer than ``max_length`` with padding to it and
-        no truncation.
+        ``return_tensors``, an empty batch, a ``max_length`` not above the number of special tokens,
+        ``"max_length"`` padding or truncation without ``max_length``, or a sequence longer than
+        ``max_length`` with padding to it and no truncation.
         """
         if not isinstance(text, (str, list, tuple)):
             raise TypeError(f"Text must be a str or a list of str, got {type(text).__name__}.")
@@ -362,11 +364,13 @@ class ChatGLMTokenizer:
         strategy = _padding_strategy(padding)
         if return_tensors not in (None, "np"):
             raise ValueError(f"return_tensors={return_tensors!r}: only None and 'np' are supported.")
+        if batched and not texts:
+            raise ValueError("Empty batch: pass at least one text.")
         num_special = 2 if add_special_tokens else 0
-        if max_length is not None and max_length < max(num_special, 1):
+        if max_length is not None and max_length <= num_special:
             raise ValueError(
-                f"max_length={max_length} is too small: it must hold the {num_special} special tokens"
-                " [gMASK] <sop> and at least one more."
+                f"max_length={max_length} is too small: it must exceed the {num_special} special tokens"
+                " added to each text."
             )
         if strategy == "max_length" and max_length is None:
             raise ValueError("padding='max_length' needs max_length.")
@@ -377,8 +381,6 @@ class ChatGLMTokenizer:
         for text_ in texts:
             ids = self.encode(text_, add_special_tokens=False)
             if truncation and len(ids) + num_special > max_length:
-                if max_length == num_special:
-                    raise ValueError(f"max_length={max_length} leaves no room for the text of {text_!r:.80}.")
                 ids = ids[: max_length - num_special]
             sequences.append(self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids)
 
@@ -399,7 +401,7 @@ class ChatGLMTokenizer:
                     f"Sequences have different lengths {sorted(lengths)}: pass padding=True for arrays."
                 )
             encoding = {
-                "input_ids": np.asarray(encoding["input_ids"], dtype=np.int64).reshape(len(texts), -1),
+                "input_ids": np.asarray(encoding["input_ids"], dtype=np.int64),
                 **{key: np.stack(value) for key, value in encoding.items() if key != "input_ids"},
             }
         else:
