@@ -15,7 +15,6 @@ import numpy as np
 
 from glm_core.model import GLMForPreTraining, Linear
 
-
 _HF_LAYERNORMS = ("input_layernorm", "post_attention_layernorm", "final_layernorm")
 
 

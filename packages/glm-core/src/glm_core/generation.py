@@ -193,7 +193,7 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- generate
 def _prompt_layout(ids: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: leading pad count, absolute ``<sop>`` index, and the ``[MASK]``/``[gMASK]`` position."""
-    batch, length = ids.shape
+    length = ids.shape[1]
     pads = (ids != config.pad_token_id).argmax(axis=1)
     context = np.array([row.tolist().index(config.bos_token_id) if config.bos_token_id in row else length
                         for row in ids])

@@ -81,7 +81,7 @@ def rotary_tables(config: GLMConfig):
     """cos/sin tables ``[seq_length + 1, head_dim / 2]`` for one half of a head.
 
     As the original: ``inv_freq = 1 / 10000^(2i/d)`` for the half dimension ``d``, rounded to float16
-    (the reference stores it as a float16 buffer), angles ``p · inv_freq`` repeated twice (rotate-half).
+    (the reference keeps it as a float16 buffer), angles ``p · inv_freq`` repeated twice (rotate-half).
     """
     half = config.head_dim // 2
     inv_freq = (1.0 / (10000 ** (np.arange(0, half, 2, dtype=np.float32) / half))).astype(np.float16)
