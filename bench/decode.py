@@ -1,0 +1,115 @@
+"""Decode speed of the KV-cache decoder against the machine's weight-streaming ceiling.
+
+Decoding one token is matrix-vector work: every weight of every layer and of the LM head is read once
+per step, so the speed limit is memory bandwidth. This bench runs ``glm_bench`` (the real 130528-row
+vocabulary, hidden 1024, 8 layers; random float32 weights), batch 1, a 128-token prompt and 128 new
+tokens, and prints beside the decode speed the ceiling measured in the same run: the best bandwidth of
+large float32 matrix-vector products (numpy and MindSpore, whichever streams faster).
+
+    hatch run python bench/decode.py [--threads 2] [--prompt 128] [--new 128] [--config glm_bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from glm_core import GLMConfig, GLMForPreTraining
+from glm_core.model import Linear
+
+
+def weights_read_per_step(model: GLMForPreTraining) -> int:
+    """Bytes of weights a decode step streams: every Linear (layers and LM head) plus the layernorms."""
+    total = 0
+    for name, parameter in model.parameters_and_names():
+        if "embedding_table" not in name:
+            total += parameter.size * parameter.itemsize
+    return total
+
+
+class MatVec(nn.Cell):
+    def __init__(self, weight: np.ndarray):
+        super().__init__()
+        self.weight = Parameter(Tensor(weight), name="weight")
+
+    def construct(self, x):
+        return ops.matmul(x, self.weight)
+
+
+def streaming_ceiling(rows: int, columns: int, repeats: int = 15) -> dict[str, float]:
+    """GB/s of the best large float32 matrix-vector product, numpy and MindSpore, ``[1, rows] @ [rows, cols]``."""
+    weight = np.random.default_rng(0).standard_normal((rows, columns), dtype=np.float32)
+    vector = np.random.default_rng(1).standard_normal((1, rows), dtype=np.float32)
+    best = {}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        vector @ weight
+        times.append(time.perf_counter() - start)
+    best["numpy"] = weight.nbytes / min(times) / 1e9
+    cell, x = MatVec(weight), Tensor(vector)
+    cell(x).asnumpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        cell(x).asnumpy()
+        times.append(time.perf_counter() - start)
+    best["mindspore"] = weight.nbytes / min(times) / 1e9
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="glm_bench", help="GLMConfig preset (default glm_bench)")
+    parser.add_argument("--threads", type=int, default=2, help="MindSpore CPU kernel threads (default 2)")
+    parser.add_argument("--prompt", type=int, default=128, help="prompt tokens (default 128)")
+    parser.add_argument("--new", type=int, default=128, help="new tokens (default 128)")
+    parser.add_argument("--runs", type=int, default=3, help="timed generations after the compiling one")
+    args = parser.parse_args()
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.device_context.cpu.op_tuning.threads_num(args.threads)
+    config = GLMConfig.from_name(args.config, use_past=True, seq_length=max(512, args.prompt + args.new))
+    start = time.perf_counter()
+    model = GLMForPreTraining(config)
+    model.init_parameters_data()
+    print(f"model {args.config}: {sum(p.size for p in model.get_parameters()) / 1e6:.1f}M parameters, "
+          f"float32, Linear layout {'[in, out]' if model.in_out_layout else '[out, in]'} "
+          f"(built in {time.perf_counter() - start:.1f}s)")
+
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(10, 1000, size=args.prompt - 2).tolist() + [config.gmask_token_id, config.bos_token_id]
+    ids = np.array([prompt])
+    eos = -1  # random weights: never stop early, always generate --new tokens
+
+    model.generate(ids, max_new_tokens=args.new, eos_token_id=eos)
+    compile_seconds = model.generation_stats.compile_seconds
+    runs = []
+    for _ in range(args.runs):
+        model.generate(ids, max_new_tokens=args.new, eos_token_id=eos)
+        runs.append(model.generation_stats)
+    best = max(runs, key=lambda s: s.decode_tokens_per_second)
+
+    step_bytes = weights_read_per_step(model)
+    decode_bandwidth = step_bytes * best.decode_tokens_per_second / 1e9
+    ceiling = streaming_ceiling(config.hidden_size, config.vocab_size)
+    best_ceiling = max(ceiling.values())
+
+    print(f"compile (prefill + decode graphs, once): {compile_seconds:.2f}s")
+    print(f"prefill: {args.prompt / best.prefill_seconds:.1f} tokens/s ({best.prefill_seconds * 1e3:.1f} ms for "
+          f"{args.prompt} tokens)")
+    print(f"decode:  {best.decode_tokens_per_second:.2f} tokens/s ({1e3 / best.decode_tokens_per_second:.2f} ms/token,"
+          f" best of {args.runs} runs of {best.steps} steps)")
+    print(f"weights read per decode step: {step_bytes / 1e6:.1f} MB -> {decode_bandwidth:.1f} GB/s")
+    print(f"ceiling (best float32 matrix-vector product, [1,{config.hidden_size}]x[{config.hidden_size},"
+          f"{config.vocab_size}]): numpy {ceiling['numpy']:.1f} GB/s, MindSpore {ceiling['mindspore']:.1f} GB/s")
+    print(f"decode reaches {100 * decode_bandwidth / best_ceiling:.0f}% of the {best_ceiling:.1f} GB/s ceiling "
+          f"({best_ceiling * 1e9 / step_bytes:.1f} tokens/s at the ceiling)")
+
+
+if __name__ == "__main__":
+    main()
