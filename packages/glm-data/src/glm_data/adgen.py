@@ -1,0 +1,365 @@
+"""ADGEN JSON lines -> MindRecord training or evaluation records (``glm-data adgen``).
+
+Reading, tokenizing and building records happen line by line in ``_LineEncoder``, in this process
+or in a pool of worker processes (each loads the tokenizer once); this process writes the records
+in input order, so the output does not depend on the number of workers.
+
+MindSpore is imported only where the output is written (``glm_data.writer``): the workers import
+this module and would otherwise spend seconds each importing a library they never use.
+"""
+
+import json
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Optional, Union
+
+from tqdm import tqdm
+
+from glm_data import records
+from glm_data.errors import DataError
+from glm_data.writer import MindRecordOutput, encode_row
+from glm_tokenizer import ChatGLMTokenizer
+
+MODES = ("train", "eval")
+FORMATS = ("glm", "mindformers")
+
+# Reasons a line is skipped. The reference drops empty examples silently; the others are bad input,
+# which --strict turns into an error. Non-UTF-8 bytes always stop the run.
+EMPTY_PROMPT, EMPTY_ANSWER = "empty prompt", "empty answer"
+MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE = "malformed JSON", "missing column", "invalid value"
+NOT_UTF8 = "not UTF-8"
+BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
+
+LINES_PER_TASK = 256  # lines a worker tokenizes per task: enough to hide the inter-process round trip
+ROWS_PER_WRITE = 1000
+PROBLEMS_SHOWN = 10
+
+
+def chat_prompt(query: str, history=()) -> str:
+    """The prompt ChatGLM-6B builds for ``query`` after ``history`` ([(query, response), …] rounds).
+
+    Without history the prompt is the query itself; with it, each round reads
+    ``[Round i]\\n问：{query}\\n答：{response}\\n`` and the new query ends with ``答：``.
+    """
+    if not history:
+        return query
+    prompt = ""
+    for index, (old_query, response) in enumerate(history):
+        prompt += f"[Round {index}]\n问：{old_query}\n答：{response}\n"
+    return prompt + f"[Round {len(history)}]\n问：{query}\n答："
+
+
+@dataclass
+class ConversionSummary:
+    """What ``adgen_to_mindrecord`` did. ``str()`` gives the report the command prints."""
+
+    output_files: list
+    mode: str
+    lines: int = 0
+    written: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    problems: list = field(default_factory=list)  # "line N: what was wrong", the first PROBLEMS_SHOWN
+    longest_prompt: int = 0  # in tokens, before truncation, without special tokens
+    longest_answer: int = 0
+    prompts_truncated: int = 0
+    answers_truncated: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.written / self.seconds if self.seconds else 0.0
+        files = f" ({len(self.output_files)} files)" if len(self.output_files) > 1 else ""
+        report = [
+            f"wrote {self.written} {self.mode} records to {self.output_files[0]}{files} "
+            f"in {self.seconds:.1f} s ({rate:.0f} examples/s)",
+            f"skipped {sum(self.skipped.values())} of {self.lines} lines"
+            + "".join(f", {reason}: {count}" for reason, count in sorted(self.skipped.items())),
+            f"longest prompt {self.longest_prompt} tokens, {self.prompts_truncated} truncated; "
+            f"longest answer {self.longest_answer} tokens, {self.answers_truncated} truncated",
+        ]
+        bad_lines = sum(self.skipped[reason] for reason in BAD_INPUT)
+        report += [f"  {problem}" for problem in self.problems]
+        if bad_lines > len(self.problems):
+            report.append(f"  … and {bad_lines - len(self.problems)} more bad lines")
+        return "\n".join(report)
+
+
+def adgen_to_mindrecord(
+    input_file: Union[str, Path],
+    vocab_file: Union[str, Path],
+    output_file: Union[str, Path],
+    *,
+    max_source_length: int = 64,
+    max_target_length: int = 64,
+    mode: str = "train",
+    record_format: str = "glm",
+    num_splits: int = 1,
+    prefix: str = "",
+    prompt_column: str = "content",
+    response_column: str = "summary",
+    history_column: Optional[str] = None,
+    overwrite: bool = False,
+    workers: int = 1,
+    strict: bool = False,
+    progress: bool = False,
+) -> ConversionSummary:
+    """Convert an ADGEN JSON-lines file into MindRecord training or evaluation records.
+
+    Args:
+        input_file: UTF-8 JSON lines, one ``{prompt_column: …, response_column: …}`` object each.
+        vocab_file: the ``ice_text.model`` SentencePiece file of the model to train.
+        output_file: the MindRecord file to write (with ``num_splits > 1``: ``output_file0``, ``…1``, …).
+        max_source_length, max_target_length: token budgets of prompt and answer, special tokens included.
+        mode: ``"train"`` (padded prompt + answer records) or ``"eval"`` (prompt ids, answer ids, raw text).
+        record_format: ``"glm"`` (this project's compact records) or ``"mindformers"`` (MindFormers'
+            four training columns; train mode only). See ``glm_data.records``.
+        num_splits: number of MindRecord files to spread the records over.
+        prefix: text put before every prompt.
+        prompt_column, response_column: the JSON keys of prompt and answer.
+        history_column: the JSON key of earlier rounds ``[[query, response], …]``, if any: the prompt
+            then follows ChatGLM-6B's chat format (see ``chat_prompt``).
+        overwrite: replace an existing output instead of refusing.
+        workers: processes tokenizing in parallel; the output is the same for any number.
+        strict: stop at the first malformed line instead of skipping it.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        A ``ConversionSummary``.
+
+    Raises:
+        DataError: invalid settings, a missing input or vocab file, an existing output without
+            ``overwrite``, non-UTF-8 input, a bad line under ``strict``, or no example left to write.
+            Nothing is left at the output path when it is raised, nor when the run is interrupted.
+    """
+    input_file, vocab_file, output_file = Path(input_file), Path(vocab_file), Path(output_file)
+    _check_settings(mode, record_format, max_source_length, max_target_length, workers)
+    if not input_file.is_file():
+        raise DataError(f"input file not found: {input_file}")
+    load_tokenizer(vocab_file)  # fails here, with a clear message, rather than in every worker
+    layout = records.MINDFORMERS if record_format == "mindformers" else mode
+    output = MindRecordOutput(
+        output_file, num_splits, records.schema(layout, max_source_length + max_target_length), overwrite
+    )
+    summary = ConversionSummary([str(path) for path in output.data_files], mode)
+    prompt_room = max_source_length - (1 if mode == "train" else 2)  # as records.train_record/eval_record cut
+    answer_room = max_target_length - 2
+
+    settings = _EncoderSettings(
+        str(vocab_file), layout, max_source_length, max_target_length, prompt_column, response_column,
+        history_column, prefix, output.blob_fields,
+    )
+
+    start = time.perf_counter()
+    total_lines = _count_lines(input_file) if progress else None
+    # The workers start first: they boot while this process imports MindSpore to open the output.
+    with _LineEncoders(settings, workers) as encoders, output, tqdm(
+        total=total_lines, unit="ex", desc="adgen", disable=not progress
+    ) as bar:
+        rows = []
+        for line_number, outcome in encoders.encode(input_file):
+            bar.update()
+            summary.lines = line_number
+            if isinstance(outcome, _Skipped):
+                _note_skipped(summary, input_file, line_number, outcome, strict)
+                continue
+            if outcome is None:  # a blank line
+                continue
+            row, prompt_tokens, answer_tokens = outcome
+            rows.append(row)
+            summary.written += 1
+            summary.longest_prompt = max(summary.longest_prompt, prompt_tokens)
+            summary.longest_answer = max(summary.longest_answer, answer_tokens)
+            summary.prompts_truncated += prompt_tokens > prompt_room
+            summary.answers_truncated += answer_tokens > answer_room
+            if len(rows) == ROWS_PER_WRITE:
+                output.write(rows)
+                rows = []
+        if summary.written == 0:
+            skipped = ", ".join(f"{reason}: {count}" for reason, count in sorted(summary.skipped.items()))
+            raise DataError(f"no example to write from {input_file}: {summary.lines} lines, skipped {skipped or '-'}")
+        output.write(rows)
+        output.commit()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _check_settings(mode, record_format, max_source_length, max_target_length, workers):
+    if mode not in MODES:
+        raise DataError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    if record_format not in FORMATS:
+        raise DataError(f"unknown format {record_format!r}: choose one of {', '.join(FORMATS)}")
+    if record_format == "mindformers" and mode != "train":
+        raise DataError("the mindformers format holds training records only: use --format glm with --mode eval")
+    for name, value in (("max_source_length", max_source_length), ("max_target_length", max_target_length)):
+        # Three tokens at least: [gMASK] <sop> (and <eop>) take two of them, text needs one.
+        if value < 3:
+            raise DataError(f"{name} must be at least 3 (two special tokens and one of text), got {value}")
+    if workers < 1:
+        raise DataError(f"workers must be at least 1, got {workers}")
+
+
+def load_tokenizer(vocab_file: Union[str, Path]) -> ChatGLMTokenizer:
+    """The ChatGLM tokenizer of ``vocab_file`` (an ice_text.model); DataError if missing or unreadable."""
+    vocab_file = Path(vocab_file)
+    if not vocab_file.is_file():
+        raise DataError(f"vocab file not found: {vocab_file} (the model's ice_text.model)")
+    try:
+        return ChatGLMTokenizer(str(vocab_file))
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot load vocab file {vocab_file} as a SentencePiece model: {error}") from error
+
+
+def _note_skipped(summary, input_file, line_number, skipped, strict):
+    if skipped.reason == NOT_UTF8:
+        raise DataError(f"{input_file}, line {line_number}: {skipped.detail}; convert the file to UTF-8")
+    if strict and skipped.reason in BAD_INPUT:
+        raise DataError(f"{input_file}, line {line_number}: {skipped.detail} (stopped by --strict)")
+    summary.skipped[skipped.reason] += 1
+    if skipped.reason in BAD_INPUT and len(summary.problems) < PROBLEMS_SHOWN:
+        summary.problems.append(f"line {line_number}: {skipped.detail}")
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+# --- reading and tokenizing, in this process or in workers ------------------------------------------
+
+
+@dataclass(frozen=True)
+class _EncoderSettings:
+    vocab_file: str
+    layout: str  # records.TRAIN, EVAL or MINDFORMERS
+    max_source_length: int
+    max_target_length: int
+    prompt_column: str
+    response_column: str
+    history_column: Optional[str]
+    prefix: str
+    blob_fields: tuple  # the output's column order, for writer.encode_row
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    reason: str
+    detail: str
+
+
+class _LineEncoder:
+    """Turns one raw input line into ``(row, prompt_tokens, answer_tokens)``, ``_Skipped`` or None (blank).
+
+    ``row`` is the record encoded by ``writer.encode_row``; the token counts are before truncation.
+    """
+
+    def __init__(self, settings: _EncoderSettings):
+        self.settings = settings
+        self.tokenizer = ChatGLMTokenizer(settings.vocab_file)
+
+    def __call__(self, line_number: int, raw: bytes):
+        s = self.settings
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return _Skipped(NOT_UTF8, f"not UTF-8: byte {raw[error.start]:#04x} at byte {error.start + 1}")
+        if line_number == 1:
+            text = text.lstrip("\ufeff")  # a byte-order mark some editors write
+        if not text.strip():
+            return None
+        try:
+            example = json.loads(text)
+        except json.JSONDecodeError as error:
+            return _Skipped(MALFORMED_JSON, f"malformed JSON: {error.msg} at column {error.colno}")
+        if not isinstance(example, dict):
+            return _Skipped(MALFORMED_JSON, f"expected a JSON object, got {type(example).__name__}")
+        columns = [s.prompt_column, s.response_column] + ([s.history_column] if s.history_column else [])
+        for column in columns:
+            if column not in example:
+                return _Skipped(MISSING_COLUMN, f"missing column {column!r} (the line has {sorted(example)})")
+        for column in (s.prompt_column, s.response_column):
+            if example[column] is not None and not isinstance(example[column], str):
+                found = type(example[column]).__name__
+                return _Skipped(INVALID_VALUE, f"column {column!r} holds a {found}, expected a string")
+        history = example[s.history_column] if s.history_column else None
+        if not _is_history(history):
+            return _Skipped(INVALID_VALUE, f"column {s.history_column!r} must be a list of [query, response] pairs")
+        query, answer = example[s.prompt_column], example[s.response_column]
+        if not query:
+            return _Skipped(EMPTY_PROMPT, f"empty {s.prompt_column!r}")
+        if not answer:
+            return _Skipped(EMPTY_ANSWER, f"empty {s.response_column!r}")
+
+        prompt_ids = self.tokenizer.encode(s.prefix + chat_prompt(query, history), add_special_tokens=False)
+        answer_ids = self.tokenizer.encode(answer, add_special_tokens=False)
+        lengths = (s.max_source_length, s.max_target_length)
+        if s.layout == records.EVAL:
+            record = records.eval_record(self.tokenizer, prompt_ids, answer_ids, *lengths, query, answer)
+        else:
+            record = records.train_record(self.tokenizer, prompt_ids, answer_ids, *lengths)
+        if s.layout == records.MINDFORMERS:
+            record = records.mindformers_record(record, self.tokenizer.bos_token_id, self.tokenizer.gmask_token_id)
+        return encode_row(record, s.blob_fields), len(prompt_ids), len(answer_ids)
+
+
+def _is_history(history) -> bool:
+    if history is None:
+        return True
+    return isinstance(history, list) and all(
+        isinstance(turn, list) and len(turn) == 2 and all(isinstance(text, str) for text in turn) for turn in history
+    )
+
+
+class _LineEncoders:
+    """Encodes the lines of a file in order: here with ``workers=1``, else in a pool of processes."""
+
+    def __init__(self, settings: _EncoderSettings, workers: int):
+        self.settings = settings
+        self.workers = workers
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            # spawn, not fork: this process may hold MindSpore's threads, which a forked child inherits mid-state.
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(self.workers, _start_worker, (self.settings,))
+        return self
+
+    def encode(self, input_file: Path) -> Iterator[tuple]:
+        """Yield ``(line_number, outcome)`` for every line of ``input_file``, in order."""
+        with open(input_file, "rb") as f:
+            tasks = _chunks(enumerate(f, start=1), LINES_PER_TASK)
+            if self.pool is None:
+                encoder = _LineEncoder(self.settings)
+                for task in tasks:
+                    for line_number, raw in task:
+                        yield line_number, encoder(line_number, raw)
+            else:
+                for results in self.pool.imap(_encode_task, tasks):
+                    yield from results
+
+    def __exit__(self, *exc_info):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _chunks(iterable, size: int) -> Iterator[list]:
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+_worker_encoder: Optional[_LineEncoder] = None
+
+
+def _start_worker(settings: _EncoderSettings) -> None:
+    global _worker_encoder
+    _worker_encoder = _LineEncoder(settings)
+
+
+def _encode_task(task: list) -> list:
+    return [(line_number, _worker_encoder(line_number, raw)) for line_number, raw in task]
