@@ -133,10 +133,11 @@ def test_chat_prompt_numbers_rounds_from_zero():
     )
 
 
-def test_empty_or_null_history_keeps_the_raw_query(write_lines, convert, tokenizer):
-    lines = [{"content": "你好", "summary": "好", "history": []}, {"content": "你好", "summary": "好", "history": None}]
+def test_empty_null_or_absent_history_keeps_the_raw_query(write_lines, convert, tokenizer):
+    line = {"content": "你好", "summary": "好"}
+    lines = [{**line, "history": []}, {**line, "history": None}, line]
     output_file, _ = convert(write_lines(lines), mode="eval", history_column="history")
-    assert ids(read_records(output_file), "input_ids") == [tokenizer.encode("你好")] * 2
+    assert ids(read_records(output_file), "input_ids") == [tokenizer.encode("你好")] * 3
 
 
 def test_blank_lines_are_ignored_and_a_byte_order_mark_accepted(write_lines, convert):

@@ -121,7 +121,8 @@ def adgen_to_mindrecord(
         prefix: text put before every prompt.
         prompt_column, response_column: the JSON keys of prompt and answer.
         history_column: the JSON key of earlier rounds ``[[query, response], …]``, if any: the prompt
-            then follows ChatGLM-6B's chat format (see ``chat_prompt``).
+            then follows ChatGLM-6B's chat format (see ``chat_prompt``). A line without it, or with
+            null or ``[]``, has no earlier round.
         overwrite: replace an existing output instead of refusing.
         workers: processes tokenizing in parallel; the output is the same for any number.
         strict: stop at the first malformed line instead of skipping it.
@@ -276,15 +277,14 @@ class _LineEncoder:
             return _Skipped(MALFORMED_JSON, f"malformed JSON: {error.msg} at column {error.colno}")
         if not isinstance(example, dict):
             return _Skipped(MALFORMED_JSON, f"expected a JSON object, got {type(example).__name__}")
-        columns = [s.prompt_column, s.response_column] + ([s.history_column] if s.history_column else [])
-        for column in columns:
+        for column in (s.prompt_column, s.response_column):
             if column not in example:
                 return _Skipped(MISSING_COLUMN, f"missing column {column!r} (the line has {sorted(example)})")
         for column in (s.prompt_column, s.response_column):
             if example[column] is not None and not isinstance(example[column], str):
                 found = type(example[column]).__name__
-                return _Skipped(INVALID_VALUE, f"column {column!r} holds a {found}, expected a string")
-        history = example[s.history_column] if s.history_column else None
+                return _Skipped(INVALID_VALUE, f"column {column!r} must be a string, not {found}")
+        history = example.get(s.history_column) if s.history_column else None  # absent: a first round
         if not _is_history(history):
             return _Skipped(INVALID_VALUE, f"column {s.history_column!r} must be a list of [query, response] pairs")
         query, answer = example[s.prompt_column], example[s.response_column]

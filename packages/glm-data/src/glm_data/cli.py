@@ -21,11 +21,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where there is one worth reading."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``glm-data`` argument parser with its ``adgen`` and ``inspect`` subcommands."""
     parser = _Parser(prog="glm-data", description=__doc__.splitlines()[0].replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True, metavar="{adgen,inspect}")
-    formatter = argparse.ArgumentDefaultsHelpFormatter
 
     adgen = commands.add_parser(
         "adgen",
@@ -34,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "records built as ChatGLM-6B's ptuning/main.py builds them. Malformed lines are skipped and "
         "listed at the end (or stop the run with --strict); examples with an empty prompt or answer "
         "are skipped, as the reference does. The output appears only once complete.",
-        formatter_class=formatter,
+        formatter_class=_HelpFormatter,
     )
     adgen.add_argument("--input_file", required=True, help="ADGEN JSON-lines file (UTF-8)")
     adgen.add_argument("--vocab_file", required=True, help="the model's ice_text.model SentencePiece file")
@@ -83,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a MindRecord file's schema, record count and first records",
         description="Print the schema, the record count and the first records of a file written by "
         "glm-data adgen, decoded back to text when --vocab_file is given.",
-        formatter_class=formatter,
+        formatter_class=_HelpFormatter,
     )
     inspect.add_argument("file", help="MindRecord file (for a split output, its name or any of its files)")
     inspect.add_argument("--vocab_file", default=None, help="ice_text.model to decode ids with (ids shown otherwise)")

@@ -1,0 +1,99 @@
+"""The glm-data command line: help for every flag, one-line errors with exit status 2, inspect."""
+
+import pytest
+
+from glm_data.cli import build_parser, main
+
+GOOD = {"content": "类型#裙*颜色#蓝色", "summary": "一条蓝色的裙子。"}
+
+
+def run(*argv):
+    return main([str(arg) for arg in argv])
+
+
+@pytest.mark.parametrize("command", ["adgen", "inspect"])
+def test_help_explains_every_flag(command):
+    parser = build_parser()
+    subparser = parser._subparsers._group_actions[0].choices[command]
+    for action in subparser._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+
+
+def test_adgen_flags_are_the_seed_scripts_and_more():
+    help_text = build_parser()._subparsers._group_actions[0].choices["adgen"].format_help()
+    for flag in (
+        "--input_file", "--vocab_file", "--output_file", "--max_source_length", "--max_target_length", "--mode",
+        "--format", "--num_splits", "--prefix", "--history_column", "--prompt_column", "--response_column",
+        "--overwrite", "--workers", "--strict",
+    ):
+        assert flag in help_text
+
+
+def test_adgen_prints_the_summary(write_lines, vocab_file, tmp_path, capsys):
+    input_file = write_lines([GOOD, "{oops"])
+    code = run("adgen", "--input_file", input_file, "--vocab_file", vocab_file,
+               "--output_file", tmp_path / "out.mindrecord", "--no_progress")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "wrote 1 train records to" in out
+    assert "skipped 1 of 2 lines, malformed JSON: 1" in out
+    assert "line 2: malformed JSON" in out
+
+
+def test_progress_bar_shows_examples_per_second(write_lines, vocab_file, tmp_path, capsys):
+    run("adgen", "--input_file", write_lines([GOOD]), "--vocab_file", vocab_file, "--output_file", tmp_path / "o")
+    assert "ex/s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--vocab_file", "missing.model"], "vocab file not found: missing.model"),
+        (["--max_source_length", "2"], "max_source_length must be at least 3"),
+        (["--strict", "--input_file", "BAD"], "line 2: malformed JSON"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_2(extra, message, write_lines, vocab_file, tmp_path, capsys):
+    good = write_lines([GOOD])
+    bad = write_lines([GOOD, "{oops"], name="bad.json")
+    argv = ["adgen", "--input_file", good, "--vocab_file", vocab_file, "--output_file", tmp_path / "out.mindrecord"]
+    argv += [bad if arg == "BAD" else arg for arg in extra]
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("glm-data adgen: error: ")
+    assert message in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_usage_errors_are_one_line_with_exit_status_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run("adgen", "--input_file", "x.json")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "glm-data adgen: error: the following arguments are required: --vocab_file, --output_file (see --help)"
+    ]
+
+
+def test_inspect_prints_schema_count_and_decoded_records(write_lines, convert, vocab_file, capsys):
+    output_file, _ = convert(write_lines([GOOD, GOOD, GOOD]), max_source_length=16, max_target_length=24)
+    assert run("inspect", output_file, "--vocab_file", vocab_file, "--num_records", 2) == 0
+    out = capsys.readouterr().out
+    assert "layout: train" in out
+    assert "records: 3" in out
+    assert "input_ids: int32[40]" in out and "labels: int32[40]" in out
+    assert out.count("record ") == 2
+    assert "类型#裙*颜色#蓝色[gMASK]<sop> 一条蓝色的裙子。<eop>" in out
+
+
+def test_inspect_without_vocab_shows_ids(write_lines, convert, capsys):
+    output_file, _ = convert(write_lines([GOOD]), mode="eval")
+    assert run("inspect", output_file) == 0
+    out = capsys.readouterr().out
+    assert "layout: eval" in out
+    assert "content: '类型#裙*颜色#蓝色'" in out
+    assert "input_ids: [" in out
+
+
+def test_inspect_of_a_missing_file_is_an_error(tmp_path, capsys):
+    assert run("inspect", tmp_path / "none.mindrecord") == 2
+    assert "MindRecord file not found" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""The MindRecord writer: rows encoded exactly as MindSpore's FileWriter encodes them, files moved into place whole."""
+
+import numpy as np
+import pytest
+from mindspore.mindrecord import FileWriter
+
+from glm_data import read_records, records
+from glm_data.writer import MindRecordOutput, encode_row
+
+
+def sample_records(layout, tokenizer):
+    train = records.train_record(tokenizer, [300, 301, 302], [400, 401], 6, 6)
+    if layout == records.TRAIN:
+        return [train]
+    if layout == records.EVAL:
+        return [records.eval_record(tokenizer, [300, 301], [400], 6, 6, "内容", "摘要")]
+    return [records.mindformers_record(train, tokenizer.bos_token_id, tokenizer.gmask_token_id)]
+
+
+@pytest.mark.parametrize("layout", [records.TRAIN, records.EVAL, records.MINDFORMERS])
+def test_encode_row_is_what_filewriter_builds(layout, tokenizer, tmp_path):
+    schema = records.schema(layout, 12)
+    file_writer = FileWriter(str(tmp_path / "reference.mindrecord"))
+    file_writer.add_schema(schema)
+    file_writer._writer.open(file_writer._paths, False)  # as FileWriter.write_raw_data prepares its first write
+    file_writer._writer.set_shard_header(file_writer._header)
+    output = MindRecordOutput(tmp_path / "ours.mindrecord", 1, schema, overwrite=False)
+    # MindSpore's own row encoding (ShardWriter._merge_blob over FileWriter's blob fields, in its order).
+    assert output.blob_fields == tuple(file_writer._header.blob_fields)
+    for record in sample_records(layout, tokenizer):
+        blob, fields = encode_row(record, output.blob_fields)
+        reference = file_writer._writer._merge_blob({name: record[name] for name in file_writer._header.blob_fields})
+        assert blob == reference
+        assert fields == ({"content": "内容", "summary": "摘要"} if layout == records.EVAL else None)
+
+
+@pytest.mark.parametrize("layout", [records.TRAIN, records.EVAL, records.MINDFORMERS])
+def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, tmp_path):
+    schema = records.schema(layout, 12)
+    written = sample_records(layout, tokenizer) * 3
+    reference_file = tmp_path / "reference.mindrecord"
+    file_writer = FileWriter(str(reference_file))
+    file_writer.add_schema(schema)
+    file_writer.write_raw_data(written)
+    file_writer.commit()
+    with MindRecordOutput(tmp_path / "ours.mindrecord", 1, schema, overwrite=False) as output:
+        output.write([encode_row(record, output.blob_fields) for record in written])
+        output.commit()
+
+    ours, reference = list(read_records(tmp_path / "ours.mindrecord")), list(read_records(reference_file))
+    assert len(ours) == len(reference) == 3
+    for mine, theirs in zip(ours, reference):
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            assert np.array_equal(mine[name], theirs[name]), name
+
+
+def test_nothing_appears_until_commit_and_an_error_removes_the_work(tmp_path, tokenizer):
+    schema = records.schema(records.TRAIN, 12)
+    with pytest.raises(KeyError), MindRecordOutput(tmp_path / "out.mindrecord", 2, schema, False) as output:
+        output.write([encode_row(record, output.blob_fields) for record in sample_records(records.TRAIN, tokenizer)])
+        assert [path.name for path in tmp_path.iterdir()] == [output._directory.name]
+        raise KeyError("interrupted")
+    assert list(tmp_path.iterdir()) == []
