@@ -1,0 +1,208 @@
+"""AutoConfig, AutoModel and AutoTokenizer: load a model by folder or by name, as MindFormers users do.
+
+A model folder holds ``config.json`` (Hugging Face's or ours), one ``.ckpt`` (or ``rank_0/`` holding one, as
+MindSpore writes them) and the tokenizer's ``ice_text.model`` + ``tokenizer_config.json``;
+``GLMChatModel.save_pretrained`` and ``ChatGLMTokenizer.save_pretrained`` write one. The names ``glm_6b`` and
+``glm_6b_chat`` are looked up under the checkpoint home, ``$GLM_HOME`` (default ``./checkpoint_download/glm``,
+MindFormers' download folder), either as a model folder ``<home>/<name>/`` or in MindFormers' flat layout
+``<home>/<name>.ckpt`` + ``<home>/ice_text.model``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glm_core.__about__ import __version__
+from glm_core.chat import GLMChatModel
+from glm_core.checkpoint import load_checkpoint
+from glm_core.config import CONFIG_NAME, PRESETS, GLMConfig
+from glm_tokenizer import ChatGLMTokenizer
+from glm_tokenizer.tokenizer import VOCAB_FILE
+
+GLM_HOME_ENV = "GLM_HOME"
+DEFAULT_HOME = Path("checkpoint_download") / "glm"
+NAMED_MODELS = ("glm_6b", "glm_6b_chat")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model folder or named model whose files are missing; the message says which and where."""
+
+
+def glm_home() -> Path:
+    """The checkpoint home: ``$GLM_HOME``, else ``./checkpoint_download/glm``."""
+    return Path(os.environ.get(GLM_HOME_ENV) or DEFAULT_HOME)
+
+
+@dataclass
+class ModelFiles:
+    """Where a model's parts are: its config, its checkpoint and its tokenizer folder."""
+
+    config: GLMConfig
+    checkpoint: Path
+    tokenizer_dir: Path
+    config_file: Path | None  # None when the config is a named preset (MindFormers' flat layout)
+
+
+def _single_checkpoint(directory: Path) -> Path | None:
+    """The one ``.ckpt`` in ``directory`` (or its ``rank_0/``); None if there is none."""
+    for folder in (directory, directory / "rank_0"):
+        # save_checkpoint's temporary files start with a dot: never a finished checkpoint.
+        found = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("."))
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise ModelNotFoundError(f"{folder} holds {len(found)} checkpoints ({names}): a model folder "
+                                     "holds exactly one .ckpt; move the others away")
+        if found:
+            return found[0]
+    return None
+
+
+def _folder_files(directory: Path) -> ModelFiles:
+    """The parts of a model folder; raises :class:`ModelNotFoundError` naming what is missing."""
+    checkpoint = _single_checkpoint(directory)
+    if checkpoint is None:
+        hint = ("it holds Hugging Face weights (pytorch_model*.bin): convert them with glm-convert first"
+                if any(directory.glob("pytorch_model*.bin")) or any(directory.glob("*.safetensors"))
+                else "expected one .ckpt file (or rank_0/ holding one)")
+        raise ModelNotFoundError(f"no MindSpore checkpoint in {directory}: {hint}")
+    missing = [name for name in (CONFIG_NAME, VOCAB_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise ModelNotFoundError(f"{directory} lacks {' and '.join(missing)}: a model folder holds "
+                                 "config.json, one .ckpt, ice_text.model and tokenizer_config.json")
+    return ModelFiles(GLMConfig.from_pretrained(directory), checkpoint, directory, directory / CONFIG_NAME)
+
+
+def _named_files(name: str) -> ModelFiles:
+    home = glm_home()
+    folder = home / name
+    if folder.is_dir():
+        return _folder_files(folder)
+    flat_checkpoint = home / f"{name}.ckpt"
+    if flat_checkpoint.is_file() and (home / VOCAB_FILE).is_file():
+        return ModelFiles(GLMConfig.from_name(name), flat_checkpoint, home, None)
+    raise ModelNotFoundError(
+        f"model '{name}' is not under the checkpoint home {home.resolve()} (set ${GLM_HOME_ENV} to change "
+        "it): "
+        f"expected the folder {folder.resolve()}/ holding config.json, one .ckpt, ice_text.model and "
+        f"tokenizer_config.json, or MindFormers' files {flat_checkpoint.resolve()} and "
+        f"{(home / VOCAB_FILE).resolve()}; nothing is downloaded: make the folder from a Hugging Face "
+        f"THUDM/chatglm-6b download with: glm-convert hf-to-ms PATH/TO/chatglm-6b {folder.resolve()}")
+
+
+def locate(name_or_dir: str | os.PathLike) -> ModelFiles:
+    """Find a model's config, checkpoint and tokenizer from a folder or a name (``glm_6b``, ``glm_6b_chat``).
+
+    Raises :class:`ModelNotFoundError` saying which files are expected where.
+    """
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return _folder_files(path)
+    if str(name_or_dir) in NAMED_MODELS:
+        return _named_files(str(name_or_dir))
+    if path.exists():
+        raise ModelNotFoundError(f"{path} is a file: pass the model folder that holds it")
+    raise ModelNotFoundError(f"'{name_or_dir}' is neither a model folder nor a known model name "
+                             f"({', '.join(NAMED_MODELS)})")
+
+
+class AutoConfig:
+    """``AutoConfig.from_pretrained(name_or_dir)`` → :class:`GLMConfig`."""
+
+    @staticmethod
+    def from_pretrained(name_or_dir: str | os.PathLike, **overrides: Any) -> GLMConfig:
+        """A folder's (or ``config.json``'s) config, a named model's config, or a preset (``glm_tiny`` …).
+
+        A named model's config comes from its files when present, else from the preset of that name.
+        ``overrides`` replace fields. Raises ``FileNotFoundError``/``ValueError`` for what cannot be read.
+        """
+        path = Path(name_or_dir)
+        if path.exists():
+            config = GLMConfig.from_pretrained(path)
+        elif str(name_or_dir) in NAMED_MODELS and (glm_home() / str(name_or_dir) / CONFIG_NAME).is_file():
+            config = GLMConfig.from_pretrained(glm_home() / str(name_or_dir))
+        elif str(name_or_dir) in PRESETS:
+            config = GLMConfig.from_name(str(name_or_dir))
+        else:
+            raise ModelNotFoundError(f"'{name_or_dir}' is neither a config.json, a model folder nor a known "
+                                     f"config name ({', '.join(sorted(PRESETS))})")
+        return dataclasses.replace(config, **overrides)
+
+
+class AutoModel:
+    """``AutoModel.from_pretrained(name_or_dir)`` → a loaded :class:`GLMChatModel`."""
+
+    @staticmethod
+    def from_pretrained(name_or_dir: str | os.PathLike, **overrides: Any) -> GLMChatModel:
+        """Build the inference model from a folder or name and load its checkpoint.
+
+        ``overrides`` replace config fields (e.g. ``compute_dtype="float16"``). Raises
+        :class:`ModelNotFoundError` for missing files and ``CheckpointMismatchError`` for a checkpoint
+        that does not fit the config.
+        """
+        files = locate(name_or_dir)
+        config = dataclasses.replace(files.config, **overrides)
+        model = GLMChatModel(config)
+        load_checkpoint(model, files.checkpoint)
+        return model
+
+    @staticmethod
+    def from_config(config: GLMConfig) -> GLMChatModel:
+        """An inference model with freshly initialised weights."""
+        return GLMChatModel(config)
+
+
+class AutoTokenizer:
+    """``AutoTokenizer.from_pretrained(name_or_dir)`` → :class:`glm_tokenizer.ChatGLMTokenizer`."""
+
+    @staticmethod
+    def from_pretrained(name_or_dir: str | os.PathLike) -> ChatGLMTokenizer:
+        """The tokenizer of a folder holding ``ice_text.model`` or of a named model.
+
+        Raises :class:`ModelNotFoundError` when the vocabulary file is missing.
+        """
+        path = Path(name_or_dir)
+        if path.is_dir():
+            if not (path / VOCAB_FILE).is_file():
+                raise ModelNotFoundError(f"no tokenizer in {path}: expected {path / VOCAB_FILE} "
+                                         "(and tokenizer_config.json)")
+            return ChatGLMTokenizer.from_pretrained(path)
+        return ChatGLMTokenizer.from_pretrained(locate(name_or_dir).tokenizer_dir)
+
+
+def parameter_count(config: GLMConfig) -> int:
+    """How many weights a :class:`GLMForPreTraining` of ``config`` holds (embeddings, layers, lm_head)."""
+    hidden, inner, vocab = config.hidden_size, config.inner_hidden_size, config.vocab_size
+    per_layer = (2 * 2 * hidden  # two layernorms, gamma and beta
+                 + 3 * hidden * hidden + 3 * hidden  # query_key_value
+                 + hidden * hidden + hidden  # dense
+                 + hidden * inner + inner  # dense_h_to_4h
+                 + inner * hidden + hidden)  # dense_4h_to_h
+    return vocab * hidden + config.num_layers * per_layer + 2 * hidden + vocab * hidden
+
+
+def model_info(name_or_dir: str | os.PathLike) -> dict[str, Any]:
+    """What ``glm info`` shows: where the files are, the config, parameter count, dtypes and versions.
+
+    Reads no weights. Raises :class:`ModelNotFoundError` like :func:`locate`.
+    """
+    import mindspore
+
+    files = locate(name_or_dir)
+    config = files.config
+    return {
+        "model": str(name_or_dir),
+        "config_file": str(files.config_file) if files.config_file else f"preset {name_or_dir}",
+        "checkpoint": str(files.checkpoint),
+        "checkpoint_bytes": files.checkpoint.stat().st_size,
+        "tokenizer": str(files.tokenizer_dir / VOCAB_FILE),
+        "parameters": parameter_count(config),
+        "param_dtype": config.param_init_type,
+        "compute_dtype": config.compute_dtype,
+        "glm_core_version": __version__,
+        "mindspore_version": mindspore.__version__,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,291 @@
+"""Chat with ChatGLM-6B: the inference model, the original's prompt format and response clean-up.
+
+``GLMChatModel.chat`` reproduces THUDM's ``modeling_chatglm.chat``: the prompt is the raw query when there is
+no history, else ``[Round i]\\n问：…\\n答：…\\n`` per past turn and ``[Round n]\\n问：{query}\\n答：``; the
+answer is decoded and passed through :func:`process_response`. Two things are added: ids the tokenizer has
+no piece for are never generated, and a history too long for the model loses its oldest rounds instead of
+failing. :func:`interactive_chat` is the console loop behind ``glm chat``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import re
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from glm_core.checkpoint import save_model_checkpoint
+from glm_core.config import GLMConfig
+from glm_core.model import GLMForPreTraining
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "model.ckpt"  # the weights file of a model folder, as glm-convert names it too
+MIN_REPLY_TOKENS = 16  # history is dropped until the prompt leaves at least this many tokens for the reply
+
+History = list[tuple[str, str]]
+
+# process_response: ASCII punctuation next to a CJK character becomes full-width, as in the original.
+_FULL_WIDTH = ((",", "，"), ("!", "！"), (":", "："), (";", "；"), (r"\?", "？"))
+_CJK = r"[\u4e00-\u9fff]"
+_PUNCTUATION_RULES = [rule for ascii_, full in _FULL_WIDTH
+                      for rule in ((re.compile(f"({_CJK}){ascii_}"), rf"\1{full}"),
+                                   (re.compile(f"{ascii_}({_CJK})"), rf"{full}\1"))]
+
+
+def process_response(response: str) -> str:
+    """The original chat's clean-up of a decoded answer.
+
+    Strips surrounding whitespace, replaces ``[[训练时间]]`` with ``2023年`` and turns ASCII ``, ! : ; ?``
+    that touch a CJK character into their full-width forms. Returns the cleaned string.
+    """
+    response = response.strip().replace("[[训练时间]]", "2023年")
+    for pattern, replacement in _PUNCTUATION_RULES:
+        response = pattern.sub(replacement, response)
+    return response
+
+
+def build_prompt(query: str, history: Sequence[tuple[str, str]] = ()) -> str:
+    """The original chat prompt: ``query`` alone without history, else the ``[Round i]`` transcript."""
+    if not history:
+        return query
+    rounds = [f"[Round {i}]\n问：{old_query}\n答：{old_response}\n" for i, (old_query, old_response) in
+              enumerate(history)]
+    return "".join(rounds) + f"[Round {len(history)}]\n问：{query}\n答："
+
+
+@dataclasses.dataclass
+class ChatInputs:
+    """What ``chat`` runs: the prompt, its ids, the total length and how many old rounds were left out."""
+
+    prompt: str
+    input_ids: list[int]
+    max_length: int  # prompt + reply, as generate's max_length
+    dropped_rounds: int
+
+
+def fit_prompt(tokenizer, query: str, history: Sequence[tuple[str, str]], seq_length: int,
+               max_length: int = 2048, max_new_tokens: int | None = None) -> ChatInputs:
+    """Build the chat prompt, dropping the oldest rounds of ``history`` until it fits the model.
+
+    ``max_length`` counts prompt and reply (Hugging Face's meaning) and is capped at ``seq_length``; the
+    prompt is shortened until it leaves :data:`MIN_REPLY_TOKENS` for the reply. With ``max_new_tokens`` the
+    reply has exactly that room and only ``seq_length`` limits the total. The current query is never
+    dropped: raises ``ValueError`` when it alone leaves no room for a reply.
+    """
+    if max_new_tokens is not None:
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        limit, reply_room = seq_length, max_new_tokens
+    else:
+        if max_length <= 0:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        limit = min(max_length, seq_length)
+        reply_room = min(MIN_REPLY_TOKENS, limit - 1)
+    history = list(history)
+    dropped = 0
+    while True:
+        prompt = build_prompt(query, history[dropped:])
+        ids = tokenizer.encode(prompt)
+        if len(ids) + reply_room <= limit or dropped == len(history):
+            break
+        dropped += 1
+    if max_new_tokens is not None and len(ids) + max_new_tokens > seq_length:
+        raise ValueError(f"the query is {len(ids)} tokens long: with max_new_tokens={max_new_tokens} it "
+                         f"exceeds the model's seq_length {seq_length}; shorten the query or ask for fewer "
+                         "new tokens")
+    if len(ids) >= limit:
+        raise ValueError(f"the query is {len(ids)} tokens long and leaves no room for a reply within "
+                         f"{limit} tokens (max_length {max_length}, model seq_length {seq_length}); "
+                         "shorten the query")
+    total = len(ids) + max_new_tokens if max_new_tokens is not None else limit
+    return ChatInputs(prompt=prompt, input_ids=ids, max_length=total, dropped_rounds=dropped)
+
+
+class _StopGeneration(Exception):
+    """Raised inside the streamer when the consumer of ``stream_chat`` has gone away."""
+
+
+_DONE = object()
+
+
+class GLMChatModel(GLMForPreTraining):
+    """ChatGLM-6B for inference: KV cache on, Linear weights in the decode layout, ``chat``/``stream_chat``.
+
+    Loads the same checkpoints as :class:`GLMForPreTraining`; ``config.use_past`` is switched on.
+    """
+
+    def __init__(self, config: GLMConfig):
+        if not config.use_past:
+            config = dataclasses.replace(config, use_past=True)
+        super().__init__(config, in_out_layout=True)
+
+    def chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
+             max_length: int = 2048, do_sample: bool = True, top_p: float = 0.7, temperature: float = 0.95,
+             **generation) -> tuple[str, History]:
+        """Answer ``query`` given ``history`` (pairs of query and response); returns ``(response, history)``.
+
+        ``max_length`` counts prompt and reply and is capped at the model's ``seq_length``. Further keywords
+        go to :func:`glm_core.generation.generate` (``top_k``, ``repetition_penalty``, ``seed``,
+        ``max_new_tokens``). The returned history is the given one plus ``(query, response)``, even when
+        old rounds had to be left out of the prompt. Raises ``ValueError`` for a query too long for the model.
+        """
+        stream = self.stream_chat(tokenizer, query, history, max_length, do_sample, top_p, temperature,
+                                  **generation)
+        ((response, new_history),) = deque(stream, maxlen=1)  # run the stream through, keep its last value
+        return response, new_history
+
+    def chat_inputs(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
+                    max_length: int = 2048, max_new_tokens: int | None = None) -> ChatInputs:
+        """The prompt ``chat`` would run, with its ids; logs once when old rounds are dropped."""
+        history = list(history or [])
+        inputs = fit_prompt(tokenizer, query, history, self.config.seq_length, max_length, max_new_tokens)
+        if inputs.dropped_rounds:
+            logger.warning("chat history too long for the model (seq_length %d): left out the %d oldest "
+                           "of %d rounds", self.config.seq_length, inputs.dropped_rounds, len(history))
+        return inputs
+
+    def stream_chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
+                    max_length: int = 2048, do_sample: bool = True, top_p: float = 0.7,
+                    temperature: float = 0.95, **generation) -> Iterator[tuple[str, History]]:
+        """Like :meth:`chat`, but yields ``(response_so_far, history)`` after each generated token.
+
+        The last value yielded is what ``chat`` returns. Generation runs in a worker thread; leaving the
+        loop early stops it at the next token.
+        """
+        history = list(history or [])
+        max_new_tokens = generation.pop("max_new_tokens", None)
+        inputs = self.chat_inputs(tokenizer, query, history, max_length, max_new_tokens)
+        eos = generation.get("eos_token_id") or self.config.eos_token_id
+        tokens: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def on_tokens(step_tokens: np.ndarray) -> None:
+            if stop.is_set():
+                raise _StopGeneration
+            tokens.put(int(step_tokens[0]))
+
+        def run() -> None:
+            try:
+                self.generate(np.array([inputs.input_ids]), max_length=inputs.max_length, do_sample=do_sample,
+                              top_p=top_p, temperature=temperature, num_pieces=tokenizer.vocab_size,
+                              streamer=on_tokens, **generation)
+                tokens.put(_DONE)
+            except _StopGeneration:
+                tokens.put(_DONE)
+            except BaseException as error:  # handed to the consumer, raised there
+                tokens.put(error)
+
+        worker = threading.Thread(target=run, name="glm-stream-chat", daemon=True)
+        worker.start()
+        answer: list[int] = []
+        response, yielded = "", False
+        try:
+            while (item := tokens.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                if item == eos:  # the answer ends here; generation stops after it
+                    continue
+                answer.append(item)
+                response = process_response(tokenizer.decode(answer))
+                yielded = True
+                yield response, [*history, (query, response)]
+            if not yielded:
+                yield response, [*history, (query, response)]
+        finally:
+            stop.set()
+            worker.join()
+
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> Path:
+        """Write ``config.json`` and ``model.ckpt`` (and the tokenizer's files, if given) into ``directory``.
+
+        ``glm_core.AutoModel.from_pretrained(directory)`` reads the folder back. Raises ``ValueError`` if the
+        folder already holds another ``.ckpt`` (a model folder holds one). Returns the folder.
+        """
+        directory = Path(directory)
+        others = sorted(p.name for p in directory.glob("*.ckpt") if p.name != CHECKPOINT_NAME)
+        if others:
+            raise ValueError(f"{directory} already holds {', '.join(others)}: a model folder holds one "
+                             ".ckpt; save into an empty folder")
+        self.config.save_pretrained(directory)
+        save_model_checkpoint(self, directory / CHECKPOINT_NAME)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        return directory
+
+
+# ------------------------------------------------------------------------------------------- console
+STOP_WORDS = ("stop",)
+CLEAR_WORDS = ("clear",)
+HOLD_BACK_CHARACTERS = 8  # the stream can still rewrite this much of its tail (see _StreamPrinter)
+
+
+class _StreamPrinter:
+    """Prints a streamed response incrementally: only what was not printed yet.
+
+    ``process_response`` may still rewrite the tail of a partial answer (``,`` before a CJK character,
+    a half-written ``[[训练时间]]``, a half-decoded character), so the last few characters are held back
+    until the answer is complete.
+    """
+
+    def __init__(self, out: TextIO):
+        self.out, self.printed = out, ""
+
+    def update(self, response: str) -> None:
+        stable = response[: max(len(response) - HOLD_BACK_CHARACTERS, 0)]
+        if stable.startswith(self.printed) and len(stable) > len(self.printed):
+            self._write(stable[len(self.printed):])
+            self.printed = stable
+
+    def finish(self, response: str) -> None:
+        if response.startswith(self.printed):
+            self._write(response[len(self.printed):] + "\n")
+        else:  # the tail changed beyond what was held back: print the final answer whole
+            self._write("\n" + response + "\n")
+        self.printed = ""
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def interactive_chat(model: GLMChatModel, tokenizer, read_query: Callable[[], str | None], out: TextIO,
+                     interactive: bool = True, **chat_options) -> History:
+    """The ``glm chat`` loop: read a query, stream the answer to ``out``, keep the history.
+
+    ``read_query`` returns the next line, or None at the end of input. ``clear`` empties the history and
+    ``stop`` ends the loop. With ``interactive`` a banner and the speaker names are printed; without it
+    (stdin is not a terminal) ``out`` receives only the answers, one per query, each ending in a newline.
+    ``chat_options`` go to :meth:`GLMChatModel.stream_chat`. Returns the final history.
+    """
+    history: History = []
+    if interactive:
+        out.write("Welcome to ChatGLM-6B. Type to chat; 'clear' empties the history, 'stop' or Ctrl-D "
+                  "quits.\n")
+    while (query := read_query()) is not None:
+        query = query.strip()
+        if not query:
+            continue
+        if query in STOP_WORDS:
+            break
+        if query in CLEAR_WORDS:
+            history = []
+            if interactive:
+                out.write("History cleared.\n")
+            continue
+        if interactive:
+            out.write("\nChatGLM-6B：")
+        printer = _StreamPrinter(out)
+        for response, _ in model.stream_chat(tokenizer, query, history, **chat_options):
+            printer.update(response)
+        printer.finish(response)
+        history = [*history, (query, response)]
+    return history

@@ -1,0 +1,195 @@
+"""The ``glm`` command: ``glm chat``, ``glm generate`` and ``glm info`` over a model folder or name.
+
+Each subcommand parses its flags and calls the function the Python API uses: ``interactive_chat``,
+``generate_texts`` and ``model_info``. Errors print one line (``glm: error: …``) unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+MODEL_HELP = ("a model folder (config.json, one .ckpt, ice_text.model, tokenizer_config.json) or a name, "
+              "glm_6b or glm_6b_chat, looked up under $GLM_HOME (default ./checkpoint_download/glm)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for MindSpore's kernels (default: MindSpore's own choice)")
+
+    sampling = argparse.ArgumentParser(add_help=False)
+    sampling.add_argument("--max-length", type=int, default=2048, metavar="N",
+                          help="tokens in prompt and answer together, capped at the model's seq_length "
+                               "(default: %(default)s)")
+    sampling.add_argument("--max-new-tokens", type=int, metavar="N",
+                          help="generate exactly up to N new tokens; replaces --max-length")
+    sampling.add_argument("--top-k", type=int, default=0, metavar="K",
+                            help="sample only among the K most likely tokens; 0 keeps all "
+                               "(default: %(default)s)")
+    sampling.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P",
+                          help="divide the scores of tokens already present by P (default: %(default)s)")
+    sampling.add_argument("--seed", type=int, help="random seed of the sampler, for repeatable samples")
+
+    parser = argparse.ArgumentParser(
+        prog="glm", description="Chat with, generate from and inspect ChatGLM-6B models in MindSpore (CPU, "
+                                "graph mode).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    chat = commands.add_parser(
+        "chat", parents=[common, sampling], help="chat interactively, streaming the answer",
+        description="Chat with the model. Each line is a query; the answer streams as it is generated and "
+                    "the history is kept across turns. 'clear' empties the history; 'stop' or Ctrl-D quits. "
+                    "When stdin is not a terminal, each input line is one query and only the answers are "
+                    "printed, one per line.")
+    chat.add_argument("model", help=MODEL_HELP)
+    chat.add_argument("--top-p", type=float, default=0.7, metavar="P",
+                      help="sample from the most likely tokens holding probability P "
+                           "(default: %(default)s)")
+    chat.add_argument("--temperature", type=float, default=0.95, metavar="T",
+                      help="divide the scores by T before sampling (default: %(default)s)")
+    chat.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=True,
+                      help="sample the answer (default); --no-do-sample picks the most likely token at each "
+                           "step")
+
+    generate = commands.add_parser(
+        "generate", parents=[common, sampling], help="continue prompts, in batches",
+        description="Continue each prompt (greedy unless --do-sample). Prompts come from --prompt "
+                    "(repeatable) and --input (one per line). Without --output the texts are printed; the "
+                    "speed goes to stderr.")
+    generate.add_argument("model", help=MODEL_HELP)
+    generate.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                          help="a prompt; repeat for several")
+    generate.add_argument("--input", type=Path, metavar="FILE", help="a UTF-8 file with one prompt per line")
+    generate.add_argument("--output", type=Path, metavar="FILE",
+                          help="write JSON lines {prompt, text, response, new_tokens} here instead of "
+                               "printing")
+    generate.add_argument("--batch-size", type=int, default=8, metavar="N",
+                          help="prompts generated together (default: %(default)s)")
+    generate.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                          help="sample from the most likely tokens holding probability P "
+                           "(default: %(default)s)")
+    generate.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                          help="divide the scores by T before sampling (default: %(default)s)")
+    generate.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=False,
+                          help="sample instead of taking the most likely token (default: greedy)")
+
+    info = commands.add_parser(
+        "info", parents=[common], help="show a model's files, config, size and versions",
+        description="Show where a model's files are, its config, parameter count and dtypes, and the "
+                    "versions of glm-core and MindSpore. Reads no weights.")
+    info.add_argument("model", help=MODEL_HELP)
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return parser
+
+
+def _setup_mindspore(threads: int | None) -> None:
+    import mindspore as ms
+
+    if ms.get_context("device_target") != "CPU":  # set_device raises once kernels have run (in-process)
+        ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    if threads is not None:
+        # MindSpore refuses a second setting in one process (main() may run twice, as in tests).
+        with contextlib.suppress(RuntimeError):
+            ms.device_context.cpu.op_tuning.threads_num(threads)
+
+
+def _generation_options(args: argparse.Namespace) -> dict:
+    return dict(max_length=args.max_length, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def run_chat(args: argparse.Namespace) -> None:
+    from glm_core.auto import AutoModel, AutoTokenizer
+    from glm_core.chat import interactive_chat
+
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Loading {args.model} ...", file=sys.stderr)
+    tokenizer, model = AutoTokenizer.from_pretrained(args.model), AutoModel.from_pretrained(args.model)
+
+    def read_query() -> str | None:
+        if interactive:
+            try:
+                return input("\n用户：")
+            except EOFError:
+                return None
+        line = sys.stdin.readline()
+        return line.rstrip("\n") if line else None
+
+    interactive_chat(model, tokenizer, read_query, sys.stdout, interactive, **_generation_options(args))
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from glm_core.auto import AutoModel, AutoTokenizer
+    from glm_core.pipeline import generate_texts
+
+    prompts = list(args.prompt)
+    if args.input is not None:
+        prompts += [line for line in args.input.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no prompts: pass --prompt TEXT or --input FILE")
+    tokenizer, model = AutoTokenizer.from_pretrained(args.model), AutoModel.from_pretrained(args.model)
+    results, stats = generate_texts(model, tokenizer, prompts, batch_size=args.batch_size,
+                                    **_generation_options(args))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as f:
+            for result in results:
+                f.write(json.dumps(vars(result), ensure_ascii=False) + "\n")
+    else:
+        for result in results:
+            print(result.text)
+    print(f"generate speed: {stats.tokens_per_second:.1f} tokens/s ({stats.new_tokens} new tokens in "
+          f"{stats.prefill_seconds + stats.decode_seconds:.2f}s; compile {stats.compile_seconds:.2f}s apart)",
+          file=sys.stderr)
+
+
+def run_info(args: argparse.Namespace) -> None:
+    from glm_core.auto import model_info
+
+    info = model_info(args.model)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return
+    for key, value in info.items():
+        if key == "config":
+            print("config:")
+            for field, field_value in value.items():
+                print(f"  {field}: {field_value}")
+        elif key in ("parameters", "checkpoint_bytes"):
+            print(f"{key}: {value:,}")
+        else:
+            print(f"{key}: {value}")
+
+
+COMMANDS = {"chat": run_chat, "generate": run_generate, "info": run_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``glm`` with ``argv`` (default: the command line); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        _setup_mindspore(args.threads)
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"glm: error: {message or type(error).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
