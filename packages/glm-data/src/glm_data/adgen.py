@@ -1,8 +1,8 @@
 """ADGEN JSON lines -> MindRecord training or evaluation records (``glm-data adgen``).
 
-Reading, tokenizing and building records happen line by line in ``_LineEncoder``, in this process
-or in a pool of worker processes (each loads the tokenizer once); this process writes the records
-in input order, so the output does not depend on the number of workers.
+Reading, checking, tokenizing and building records happen in ``_LineEncoder``, chunk by chunk of
+lines, in this process or in a pool of worker processes (each loads the tokenizer once); this
+process writes the rows in input order, so the output does not depend on the number of workers.
 
 MindSpore is imported only where the output is written (``glm_data.writer``): the workers import
 this module and would otherwise spend seconds each importing a library they never use.
@@ -35,7 +35,7 @@ MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE = "malformed JSON", "missing colum
 NOT_UTF8 = "not UTF-8"
 BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 
-LINES_PER_TASK = 256  # lines a worker tokenizes per task: enough to hide the inter-process round trip
+LINES_PER_CHUNK = 256  # lines a worker encodes per task: enough to hide the inter-process round trip
 ROWS_PER_WRITE = 1000
 PROBLEMS_SHOWN = 10
 
@@ -68,14 +68,24 @@ class ConversionSummary:
     longest_answer: int = 0
     prompts_truncated: int = 0
     answers_truncated: int = 0
-    seconds: float = 0.0
+    startup_seconds: float = 0.0  # starting the workers and MindSpore's writer (its import: seconds)
+    seconds: float = 0.0  # converting, from the first line read to the files in place
+
+    def add(self, chunk: "_EncodedChunk") -> None:
+        """Count a chunk of encoded lines in (its skipped lines are noted by the caller)."""
+        self.lines += chunk.lines
+        self.written += len(chunk.rows)
+        self.longest_prompt = max(self.longest_prompt, chunk.longest_prompt)
+        self.longest_answer = max(self.longest_answer, chunk.longest_answer)
+        self.prompts_truncated += chunk.prompts_truncated
+        self.answers_truncated += chunk.answers_truncated
 
     def __str__(self) -> str:
         rate = self.written / self.seconds if self.seconds else 0.0
         files = f" ({len(self.output_files)} files)" if len(self.output_files) > 1 else ""
         report = [
             f"wrote {self.written} {self.mode} records to {self.output_files[0]}{files} "
-            f"in {self.seconds:.1f} s ({rate:.0f} examples/s)",
+            f"in {self.seconds:.1f} s ({rate:.0f} examples/s; start-up {self.startup_seconds:.1f} s)",
             f"skipped {sum(self.skipped.values())} of {self.lines} lines"
             + "".join(f", {reason}: {count}" for reason, count in sorted(self.skipped.items())),
             f"longest prompt {self.longest_prompt} tokens, {self.prompts_truncated} truncated; "
@@ -146,9 +156,6 @@ def adgen_to_mindrecord(
         output_file, num_splits, records.schema(layout, max_source_length + max_target_length), overwrite
     )
     summary = ConversionSummary([str(path) for path in output.data_files], mode)
-    prompt_room = max_source_length - (1 if mode == "train" else 2)  # as records.train_record/eval_record cut
-    answer_room = max_target_length - 2
-
     settings = _EncoderSettings(
         str(vocab_file), layout, max_source_length, max_target_length, prompt_column, response_column,
         history_column, prefix, output.blob_fields,
@@ -160,23 +167,15 @@ def adgen_to_mindrecord(
     with _LineEncoders(settings, workers) as encoders, output, tqdm(
         total=total_lines, unit="ex", desc="adgen", disable=not progress
     ) as bar:
+        summary.startup_seconds = time.perf_counter() - start
         rows = []
-        for line_number, outcome in encoders.encode(input_file):
-            bar.update()
-            summary.lines = line_number
-            if isinstance(outcome, _Skipped):
-                _note_skipped(summary, input_file, line_number, outcome, strict)
-                continue
-            if outcome is None:  # a blank line
-                continue
-            row, prompt_tokens, answer_tokens = outcome
-            rows.append(row)
-            summary.written += 1
-            summary.longest_prompt = max(summary.longest_prompt, prompt_tokens)
-            summary.longest_answer = max(summary.longest_answer, answer_tokens)
-            summary.prompts_truncated += prompt_tokens > prompt_room
-            summary.answers_truncated += answer_tokens > answer_room
-            if len(rows) == ROWS_PER_WRITE:
+        for chunk in encoders.encode(input_file):
+            for line_number, skipped in chunk.skipped:
+                _note_skipped(summary, input_file, line_number, skipped, strict)
+            summary.add(chunk)
+            bar.update(chunk.lines)
+            rows += chunk.rows
+            if len(rows) >= ROWS_PER_WRITE:
                 output.write(rows)
                 rows = []
         if summary.written == 0:
@@ -184,7 +183,7 @@ def adgen_to_mindrecord(
             raise DataError(f"no example to write from {input_file}: {summary.lines} lines, skipped {skipped or '-'}")
         output.write(rows)
         output.commit()
-    summary.seconds = time.perf_counter() - start
+    summary.seconds = time.perf_counter() - start - summary.startup_seconds
     return summary
 
 
@@ -251,17 +250,47 @@ class _Skipped:
     detail: str
 
 
-class _LineEncoder:
-    """Turns one raw input line into ``(row, prompt_tokens, answer_tokens)``, ``_Skipped`` or None (blank).
+@dataclass
+class _EncodedChunk:
+    """Consecutive input lines, encoded: rows to write, lines skipped, and the counts the summary needs."""
 
-    ``row`` is the record encoded by ``writer.encode_row``; the token counts are before truncation.
-    """
+    lines: int = 0
+    rows: list = field(default_factory=list)  # writer.encode_row results, in input order
+    skipped: list = field(default_factory=list)  # (line number, _Skipped), in input order
+    longest_prompt: int = 0  # tokens before truncation
+    longest_answer: int = 0
+    prompts_truncated: int = 0
+    answers_truncated: int = 0
+
+
+class _LineEncoder:
+    """Reads, checks and tokenizes input lines, and encodes their records as MindRecord rows."""
 
     def __init__(self, settings: _EncoderSettings):
         self.settings = settings
         self.tokenizer = ChatGLMTokenizer(settings.vocab_file)
+        # As records.train_record and eval_record cut them.
+        self.prompt_room = settings.max_source_length - (2 if settings.layout == records.EVAL else 1)
+        self.answer_room = settings.max_target_length - 2
 
-    def __call__(self, line_number: int, raw: bytes):
+    def encode_chunk(self, lines: list) -> _EncodedChunk:
+        """Encode ``[(line_number, raw bytes), …]``."""
+        chunk = _EncodedChunk(lines=len(lines))
+        for line_number, raw in lines:
+            outcome = self.encode_line(line_number, raw)
+            if isinstance(outcome, _Skipped):
+                chunk.skipped.append((line_number, outcome))
+            elif outcome is not None:
+                row, prompt_tokens, answer_tokens = outcome
+                chunk.rows.append(row)
+                chunk.longest_prompt = max(chunk.longest_prompt, prompt_tokens)
+                chunk.longest_answer = max(chunk.longest_answer, answer_tokens)
+                chunk.prompts_truncated += prompt_tokens > self.prompt_room
+                chunk.answers_truncated += answer_tokens > self.answer_room
+        return chunk
+
+    def encode_line(self, line_number: int, raw: bytes):
+        """``(row, prompt_tokens, answer_tokens)``, ``_Skipped``, or None for a blank line."""
         s = self.settings
         try:
             text = raw.decode("utf-8")
@@ -328,18 +357,15 @@ class _LineEncoders:
             self.pool = context.Pool(self.workers, _start_worker, (self.settings,))
         return self
 
-    def encode(self, input_file: Path) -> Iterator[tuple]:
-        """Yield ``(line_number, outcome)`` for every line of ``input_file``, in order."""
+    def encode(self, input_file: Path) -> Iterator[_EncodedChunk]:
+        """Yield the lines of ``input_file`` encoded, chunk by chunk, in order."""
         with open(input_file, "rb") as f:
-            tasks = _chunks(enumerate(f, start=1), LINES_PER_TASK)
+            chunks = _chunks(enumerate(f, start=1), LINES_PER_CHUNK)
             if self.pool is None:
                 encoder = _LineEncoder(self.settings)
-                for task in tasks:
-                    for line_number, raw in task:
-                        yield line_number, encoder(line_number, raw)
+                yield from map(encoder.encode_chunk, chunks)
             else:
-                for results in self.pool.imap(_encode_task, tasks):
-                    yield from results
+                yield from self.pool.imap(_encode_chunk, chunks)
 
     def __exit__(self, *exc_info):
         if self.pool is not None:
@@ -361,5 +387,5 @@ def _start_worker(settings: _EncoderSettings) -> None:
     _worker_encoder = _LineEncoder(settings)
 
 
-def _encode_task(task: list) -> list:
-    return [(line_number, _worker_encoder(line_number, raw)) for line_number, raw in task]
+def _encode_chunk(lines: list) -> _EncodedChunk:
+    return _worker_encoder.encode_chunk(lines)
