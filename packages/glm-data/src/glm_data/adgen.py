@@ -134,7 +134,8 @@ def adgen_to_mindrecord(
             then follows ChatGLM-6B's chat format (see ``chat_prompt``). A line without it, or with
             null or ``[]``, has no earlier round.
         overwrite: replace an existing output instead of refusing.
-        workers: processes tokenizing in parallel; the output is the same for any number.
+        workers: processes tokenizing in parallel; the output is the same for any number. They are
+            spawned, so a script calling this with ``workers > 1`` needs ``if __name__ == "__main__":``.
         strict: stop at the first malformed line instead of skipping it.
         progress: show a progress bar on stderr.
 

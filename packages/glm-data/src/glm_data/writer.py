@@ -3,7 +3,7 @@
 ``FileWriter.write_raw_data`` spends about 40 µs a record in Python (it fetches its schema from C++
 several times per record and re-checks every array), more than tokenizing the record. So each row is
 encoded by ``encode_row`` -- byte for byte what FileWriter builds, checked against MindSpore's own
-code in ``tests/glm_data/test_writer.py`` -- in the tokenizing workers, and ``MindRecordOutput`` hands
+code in ``tests/glm_data/test_data_writer.py`` -- in the tokenizing workers, and ``MindRecordOutput`` hands
 finished rows to the C++ writer that FileWriter itself calls. These are MindSpore 2.10 internals,
 hence the ``mindspore<2.11`` pin.
 
