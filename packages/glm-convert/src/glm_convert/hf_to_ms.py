@@ -1,0 +1,121 @@
+"""Hugging Face ChatGLM-6B weights → a MindSpore ``.ckpt`` with MindFormers' parameter names.
+
+Two passes over the source files: the first reads only their headers and checks every name and shape
+against the config (nothing is written when anything is wrong); the second converts shard by shard,
+appending each tensor to the checkpoint as it goes, so memory holds about one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from glm_convert.errors import ConversionError
+from glm_convert.hf_weights import WeightsFile, find_weights_files, open_weights_file
+from glm_convert.layout import LM_HEAD, WORD_EMBEDDINGS, check_weights, hf_weight_shapes
+from glm_convert.mindspore_ckpt import TENSOR_TYPES, CheckpointWriter
+from glm_convert.model_folder import CHECKPOINT_NAME, CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, load_config
+from glm_convert.staging import StagedFiles
+from glm_convert.summary import ConversionSummary
+from glm_core import GLMConfig
+from glm_core.checkpoint import mindformers_name
+
+logger = logging.getLogger("glm_convert")
+
+
+def _target_dtype(dtype: str | None) -> np.dtype | None:
+    if dtype is None:
+        return None
+    if str(dtype) not in TENSOR_TYPES:
+        raise ValueError(f"dtype must be one of {', '.join(TENSOR_TYPES)} (or None to keep the source's), "
+                         f"got {dtype!r}")
+    return np.dtype(str(dtype))
+
+
+def _check_sources(files: list[WeightsFile], config: GLMConfig, source: Path) -> None:
+    """Raise one error listing every unknown, missing, duplicated, mis-shaped or non-float tensor."""
+    shapes, dtypes, where = {}, {}, {}
+    duplicated = []
+    for file in files:
+        for name, shape in file.shapes.items():
+            if name in where:
+                duplicated.append(f"{name} ({where[name]} and {file.path.name})")
+            shapes[name], dtypes[name], where[name] = shape, file.dtypes[name], file.path.name
+    if duplicated:
+        raise ConversionError(f"{source}: tensors stored twice: {', '.join(duplicated)}")
+    check_weights(shapes, hf_weight_shapes(config), config, str(source), where=where, dtypes=dtypes,
+                  optional=(LM_HEAD,))
+
+
+def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str | None = None, *,
+                     config: ConfigSource = None, progress: bool = False) -> ConversionSummary:
+    """Convert Hugging Face ChatGLM-6B weights to a MindSpore checkpoint with MindFormers' names.
+
+    ``src``: a Hugging Face model folder (``pytorch_model.bin.index.json`` + shards, ``pytorch_model.bin``
+    or safetensors), or one weights file (``.bin``/``.pth`` state dict, ``.safetensors``).
+    ``dst``: a ``.ckpt`` path, or a folder to receive a complete model folder (``model.ckpt``, our
+    ``config.json``, ``ice_text.model``, ``tokenizer_config.json``).
+    ``dtype``: ``"float16"`` or ``"float32"``; None keeps each tensor's source dtype.
+    ``config``: a :class:`GLMConfig` or the path of a config.json, model folder or MindFormers YAML;
+    default: the ``config.json`` beside ``src``, else ChatGLM-6B's.
+
+    ``rotary_emb.inv_freq`` is dropped (the model recomputes it) and a missing ``lm_head.weight`` is
+    filled from the word embeddings, which ChatGLM-6B ties to it. Output is written under temporary names
+    and renamed into place at the end: a failed run leaves nothing behind.
+
+    Raises ``FileNotFoundError`` for a missing source, :class:`~glm_convert.errors.UnreadableFileError`
+    naming a truncated or corrupt file, :class:`~glm_convert.errors.WeightsMismatchError` listing every
+    unknown, missing or mis-shaped tensor, and ``ValueError`` for a bad ``dtype`` or config.
+    """
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    target = _target_dtype(dtype)
+    paths = find_weights_files(src)
+    config = load_config(config, src)
+    folder_output = dst.suffix != ".ckpt"
+    tokenizer_files = [folder_of(src) / name for name in TOKENIZER_FILES]
+    if folder_output:
+        missing = [str(path) for path in tokenizer_files if not path.is_file()]
+        if missing:
+            raise ConversionError(f"a model folder needs the tokenizer files, not found: {', '.join(missing)}; "
+                                  "give a .ckpt destination to write the weights alone")
+        others = sorted(path.name for path in dst.glob("*.ckpt") if path.name != CHECKPOINT_NAME)
+        if others:
+            raise ConversionError(f"{dst} already holds {', '.join(others)}: a model folder holds one .ckpt; "
+                                  "convert into an empty folder")
+    files = [open_weights_file(path) for path in paths]
+    _check_sources(files, config, src)
+    tie_lm_head = all(LM_HEAD not in file.shapes for file in files)
+    if tie_lm_head:
+        logger.info("%s has no %s: filling it from the word embeddings (ChatGLM-6B ties them)", src, LM_HEAD)
+
+    ckpt_path = dst / CHECKPOINT_NAME if folder_output else dst
+    order = {name: position for position, name in enumerate(hf_weight_shapes(config))}
+    total = sum(mindformers_name(name) is not None for file in files for name in file.shapes) + tie_lm_head
+    with StagedFiles() as staged, tqdm(total=total, unit="tensor", disable=not progress, desc="hf-to-ms") as bar:
+        with CheckpointWriter(staged.temporary(ckpt_path)) as writer:
+            while files:
+                file = files.pop(0)  # dropped after its tensors are written, which unmaps it
+                # Within a file, the model's order: the checkpoint does not depend on how a file sorts its names.
+                for name in sorted(file.shapes, key=order.__getitem__):
+                    if mindformers_name(name) is None:
+                        continue
+                    writer.add(mindformers_name(name), file.array(name), target)
+                    bar.update()
+                    if name == WORD_EMBEDDINGS and tie_lm_head:
+                        writer.add(LM_HEAD, file.array(name), target)
+                        bar.update()
+        if folder_output:
+            staged.temporary(dst / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n",
+                                                           encoding="utf-8")
+            for path in tokenizer_files:
+                shutil.copyfile(path, staged.temporary(dst / path.name))
+    return ConversionSummary(dst, writer.tensors, writer.parameters, ckpt_path.stat().st_size,
+                             time.perf_counter() - started)
