@@ -19,7 +19,6 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from glm_core import GLMConfig, GLMForPreTraining
-from glm_core.model import Linear
 
 
 def weights_read_per_step(model: GLMForPreTraining) -> int:
@@ -82,7 +81,7 @@ def main() -> None:
           f"(built in {time.perf_counter() - start:.1f}s)")
 
     rng = np.random.default_rng(0)
-    prompt = rng.integers(10, 1000, size=args.prompt - 2).tolist() + [config.gmask_token_id, config.bos_token_id]
+    prompt = [*rng.integers(10, 1000, size=args.prompt - 2).tolist(), config.gmask_token_id, config.bos_token_id]
     ids = np.array([prompt])
     eos = -1  # random weights: never stop early, always generate --new tokens
 

@@ -8,7 +8,7 @@ import pytest
 
 from glm_core import AutoConfig, AutoModel, AutoTokenizer, GLMChatModel, GLMConfig, ModelNotFoundError
 from glm_core.auto import locate, model_info, parameter_count
-from glm_core.chat import CHECKPOINT_NAME
+from glm_core.names import CHECKPOINT_NAME
 
 TOKENIZER_FILES = ("ice_text.model", "tokenizer_config.json")
 

@@ -6,7 +6,7 @@ import pytest
 
 from glm_core import GLMChatModel, GLMConfig, TextGenerationPipeline, pipeline
 from glm_core.checkpoint import load_state
-from glm_core.pipeline import generate_texts
+from glm_core.text_generation import generate_texts
 from glm_tokenizer import ChatGLMTokenizer
 
 

@@ -24,8 +24,8 @@ from glm_convert.mindspore_ckpt import TENSOR_TYPES, CheckpointWriter
 from glm_convert.model_folder import CHECKPOINT_NAME, CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, load_config
 from glm_convert.staging import StagedFiles
 from glm_convert.summary import ConversionSummary
-from glm_core import GLMConfig
-from glm_core.checkpoint import mindformers_name
+from glm_core.config import GLMConfig
+from glm_core.names import mindformers_name
 
 logger = logging.getLogger("glm_convert")
 

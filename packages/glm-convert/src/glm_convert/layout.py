@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from glm_convert.errors import WeightsMismatchError
-from glm_core import GLMConfig
-from glm_core.checkpoint import mindformers_name
+from glm_core.config import GLMConfig
+from glm_core.names import mindformers_name
 
 LM_HEAD = "lm_head.weight"
 WORD_EMBEDDINGS = "transformer.word_embeddings.weight"

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from glm_core import GLMConfig
-from glm_core.chat import CHECKPOINT_NAME
+from glm_core.config import GLMConfig
+from glm_core.names import CHECKPOINT_NAME
 
 logger = logging.getLogger("glm_convert")
 

@@ -34,8 +34,8 @@ from glm_convert.mindspore_ckpt import CheckpointReader
 from glm_convert.model_folder import CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, hf_config, load_config
 from glm_convert.staging import StagedFiles
 from glm_convert.summary import ConversionSummary
-from glm_core import GLMConfig
-from glm_core.checkpoint import mindformers_name
+from glm_core.config import GLMConfig
+from glm_core.names import mindformers_name
 
 logger = logging.getLogger("glm_convert")
 

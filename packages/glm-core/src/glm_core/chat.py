@@ -25,10 +25,10 @@ import numpy as np
 from glm_core.checkpoint import save_model_checkpoint
 from glm_core.config import GLMConfig
 from glm_core.model import GLMForPreTraining
+from glm_core.names import CHECKPOINT_NAME
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "model.ckpt"  # the weights file of a model folder, as glm-convert names it too
 MIN_REPLY_TOKENS = 16  # history is dropped until the prompt leaves at least this many tokens for the reply
 
 History = list[tuple[str, str]]

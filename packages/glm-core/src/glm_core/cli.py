@@ -129,7 +129,7 @@ def run_chat(args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     from glm_core.auto import AutoModel, AutoTokenizer
-    from glm_core.pipeline import generate_texts
+    from glm_core.text_generation import generate_texts
 
     prompts = list(args.prompt)
     if args.input is not None:
