@@ -2,6 +2,7 @@
 nothing left at the output path by an error or an interrupted run."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,11 @@ def outputs(directory, name="out.mindrecord"):
 
 def leftovers(directory):
     return sorted(path.name for path in directory.iterdir() if path.name.startswith("."))
+
+
+def writing_begun(directory):
+    """Whether the hidden work directory beside the output holds MindRecord files yet."""
+    return any(any((directory / name).iterdir()) for name in leftovers(directory))
 
 
 @pytest.mark.parametrize(
@@ -145,24 +151,31 @@ def large_input(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("sig", "workers"),
+    ("sig", "whole_group"),
     [
-        pytest.param(signal.SIGTERM, 2, id="SIGTERM-2-workers"),
-        pytest.param(signal.SIGINT, 1, id="SIGINT"),
-        pytest.param(signal.SIGKILL, 1, id="SIGKILL"),
+        pytest.param(signal.SIGTERM, True, id="SIGTERM-to-the-group"),  # a job scheduler
+        pytest.param(signal.SIGTERM, False, id="SIGTERM"),  # kill PID
+        pytest.param(signal.SIGINT, True, id="Ctrl-C"),
+        pytest.param(signal.SIGKILL, False, id="SIGKILL"),  # the workers must then stop by themselves
     ],
 )
-def test_interrupted_run_leaves_no_output(sig, workers, large_input, vocab_file, tmp_path):
+def test_interrupted_run_leaves_no_output(sig, whole_group, large_input, vocab_file, tmp_path):
     command = [sys.executable, "-m", "glm_data.cli", "adgen", "--input_file", large_input, "--vocab_file", vocab_file]
-    command += ["--output_file", tmp_path / "out.mindrecord", "--workers", str(workers), "--no_progress"]
-    process = subprocess.Popen([str(arg) for arg in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command += ["--output_file", tmp_path / "out.mindrecord", "--workers", "2", "--no_progress"]
+    process = subprocess.Popen(
+        [str(arg) for arg in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 120
-    while not leftovers(tmp_path):  # the hidden directory appears once writing has begun
+    while not writing_begun(tmp_path):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.3)
-    process.send_signal(sig)
+    if whole_group:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
+    # communicate() returns once every process holding the pipes, workers included, has exited.
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode != 0

@@ -10,9 +10,14 @@ this module and would otherwise spend seconds each importing a library they neve
 
 import json
 import multiprocessing
+import os
+import signal
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -36,6 +41,7 @@ NOT_UTF8 = "not UTF-8"
 BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 
 LINES_PER_CHUNK = 256  # lines a worker encodes per task: enough to hide the inter-process round trip
+CHUNKS_IN_FLIGHT_PER_WORKER = 4
 ROWS_PER_WRITE = 1000
 PROBLEMS_SHOWN = 10
 
@@ -344,34 +350,56 @@ def _is_history(history) -> bool:
 
 
 class _LineEncoders:
-    """Encodes the lines of a file in order: here with ``workers=1``, else in a pool of processes."""
+    """Encodes the lines of a file in order: here with ``workers=1``, else in a pool of processes.
+
+    A process pool from concurrent.futures, not multiprocessing.Pool: when a worker dies (killed, out
+    of memory) it reports a broken pool where multiprocessing.Pool waits forever.
+    """
 
     def __init__(self, settings: _EncoderSettings, workers: int):
         self.settings = settings
         self.workers = workers
-        self.pool = None
+        self.executor = None
 
     def __enter__(self):
         if self.workers > 1:
             # spawn, not fork: this process may hold MindSpore's threads, which a forked child inherits mid-state.
-            context = multiprocessing.get_context("spawn")
-            self.pool = context.Pool(self.workers, _start_worker, (self.settings,))
+            self.executor = ProcessPoolExecutor(
+                self.workers, multiprocessing.get_context("spawn"), _start_worker, (self.settings, os.getpid())
+            )
+            for _ in range(self.workers):  # start them now, to boot while this process opens the output
+                self.executor.submit(int)
         return self
 
     def encode(self, input_file: Path) -> Iterator[_EncodedChunk]:
-        """Yield the lines of ``input_file`` encoded, chunk by chunk, in order."""
+        """Yield the lines of ``input_file`` encoded, chunk by chunk, in order.
+
+        Raises DataError if a worker process dies.
+        """
         with open(input_file, "rb") as f:
             chunks = _chunks(enumerate(f, start=1), LINES_PER_CHUNK)
-            if self.pool is None:
+            if self.executor is None:
                 encoder = _LineEncoder(self.settings)
                 yield from map(encoder.encode_chunk, chunks)
-            else:
-                yield from self.pool.imap(_encode_chunk, chunks)
+                return
+            # A bounded window of chunks in flight: the input is read as fast as it is encoded, not at once.
+            in_flight = deque()
+            try:
+                for chunk in chunks:
+                    in_flight.append(self.executor.submit(_encode_chunk, chunk))
+                    if len(in_flight) == CHUNKS_IN_FLIGHT_PER_WORKER * self.workers:
+                        yield in_flight.popleft().result()
+                while in_flight:
+                    yield in_flight.popleft().result()
+            except BrokenProcessPool as error:
+                message = f"a worker process died while encoding {input_file} (killed, or out of memory?)"
+                raise DataError(message) from error
 
-    def __exit__(self, *exc_info):
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+    def __exit__(self, exc_type, *exc_info):
+        if self.executor is not None:
+            # After an error or an interruption, do not wait: a worker killed while replying would
+            # leave its reply half written, and the wait for it endless.
+            self.executor.shutdown(wait=exc_type is None, cancel_futures=True)
 
 
 def _chunks(iterable, size: int) -> Iterator[list]:
@@ -383,9 +411,20 @@ def _chunks(iterable, size: int) -> Iterator[list]:
 _worker_encoder: Optional[_LineEncoder] = None
 
 
-def _start_worker(settings: _EncoderSettings) -> None:
+def _start_worker(settings: _EncoderSettings, parent_pid: int) -> None:
     global _worker_encoder
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers, which
+    # would otherwise each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     _worker_encoder = _LineEncoder(settings)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    # A parent killed outright cannot stop its workers, and they would wait for work forever.
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _encode_chunk(lines: list) -> _EncodedChunk:

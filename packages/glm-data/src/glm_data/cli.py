@@ -8,12 +8,15 @@ import argparse
 import os
 import signal
 import sys
+import threading
 
 from glm_data.adgen import FORMATS, MODES, adgen_to_mindrecord, load_tokenizer
 from glm_data.errors import DataError
 from glm_data.loader import describe_mindrecord
 
 EXIT_ERROR = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_GRACE_SECONDS = 5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,16 +130,19 @@ def _run_inspect(args) -> None:
     print(describe_mindrecord(args.file, tokenizer, args.num_records))
 
 
-def _stop_on_sigterm(signum, frame):
-    # An exception, unlike the default kill, runs the cleanup that removes a partial output.
-    raise SystemExit(128 + signum)
+class _Terminated(BaseException):
+    """SIGTERM, raised as an exception: unlike the default kill, it runs the cleanup of a partial output."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
 
 
 def main(argv=None) -> int:
     """Entry point of the ``glm-data`` console script; returns the exit status."""
     os.environ.setdefault("GLOG_v", "3")  # MindSpore's INFO/WARNING logs drown the summary
     args = build_parser().parse_args(argv)
-    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args.run(args)
     except DataError as error:
@@ -145,6 +151,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"glm-data {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"glm-data {args.command}: terminated", file=sys.stderr)
+        # Exit normally, but not forever: worker processes terminated with this one (a job scheduler
+        # signals the whole group) may have died mid-reply, and Python's exit waits for that reply.
+        deadline = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (EXIT_TERMINATED,))
+        deadline.daemon = True
+        deadline.start()
+        return EXIT_TERMINATED
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     return 0

@@ -70,11 +70,20 @@ class MindRecordOutput:
         self._file_writer = None
 
     def __enter__(self):
+        # Imported before anything is created: an import interrupted midway leaves nothing to remove.
         from mindspore.mindrecord import FileWriter
 
         self.output_file.parent.mkdir(parents=True, exist_ok=True)
         self._directory = Path(tempfile.mkdtemp(prefix=f".{self.output_file.name}.", dir=self.output_file.parent))
-        self._file_writer = FileWriter(str(self._directory / self.output_file.name), shard_num=self.num_splits)
+        try:
+            self._open_writer(FileWriter)
+        except BaseException:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise
+        return self
+
+    def _open_writer(self, file_writer_class) -> None:
+        self._file_writer = file_writer_class(str(self._directory / self.output_file.name), shard_num=self.num_splits)
         self._file_writer.add_schema(self.schema, "glm-data")
         # What FileWriter.write_raw_data does before its first write.
         shard_writer = self._file_writer._writer
@@ -85,7 +94,6 @@ class MindRecordOutput:
                 f"MindSpore orders the blob fields {self._file_writer._header.blob_fields}, not {self.blob_fields}:"
                 " its row layout changed, and glm_data.writer.encode_row must follow it"
             )
-        return self
 
     def write(self, rows: list) -> None:
         """Append ``encode_row`` results, in order."""
@@ -103,8 +111,15 @@ class MindRecordOutput:
         """Finish the files (data and index) and move them to their final names."""
         self._file_writer.commit()
         # Index files first and the first data file last: the name a reader opens appears last.
-        for path in [_index_file(path) for path in self.data_files] + self.data_files[::-1]:
-            os.replace(self._directory / path.name, path)
+        moved = []
+        try:
+            for path in [_index_file(path) for path in self.data_files] + self.data_files[::-1]:
+                os.replace(self._directory / path.name, path)
+                moved.append(path)
+        except BaseException:  # interrupted between two moves: no half dataset either
+            for path in moved:
+                path.unlink(missing_ok=True)
+            raise
 
     def __exit__(self, *exc_info):
         shutil.rmtree(self._directory, ignore_errors=True)
