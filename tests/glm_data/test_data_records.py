@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from glm_data import records
 
@@ -98,3 +100,29 @@ def test_attention_mask_shows_the_whole_context_and_the_answer_causally(tokenize
 def test_unknown_column_sets_match_no_layout(columns):
     with pytest.raises(ValueError, match="no glm-data layout"):
         records.layout_of(columns)
+
+
+text_ids = st.lists(st.integers(min_value=300, max_value=2999), max_size=40)
+budgets = st.integers(min_value=3, max_value=24)
+
+
+@given(prompt=text_ids, answer=text_ids, max_source_length=budgets, max_target_length=budgets)
+@settings(max_examples=200, deadline=None)
+def test_train_record_layout_holds_for_any_lengths(tokenizer, prompt, answer, max_source_length, max_target_length):
+    record = records.train_record(tokenizer, prompt, answer, max_source_length, max_target_length)
+    kept_prompt, kept_answer = prompt[: max_source_length - 1], answer[: max_target_length - 2]
+    t = tokenizer
+    body = [*kept_prompt, t.gmask_token_id, t.bos_token_id, *kept_answer, t.eos_token_id]
+    padding = max_source_length + max_target_length - len(body)
+    assert record["input_ids"].tolist() == body + [t.pad_token_id] * padding
+    context = len(kept_prompt) + 1
+    assert record["labels"].tolist() == [-100] * context + body[context:] + [-100] * padding
+
+
+@given(prompt=text_ids, answer=text_ids, max_source_length=budgets, max_target_length=budgets)
+@settings(max_examples=200, deadline=None)
+def test_eval_record_never_exceeds_its_budgets(tokenizer, prompt, answer, max_source_length, max_target_length):
+    record = records.eval_record(tokenizer, prompt, answer, max_source_length, max_target_length, "", "")
+    assert len(record["input_ids"]) == min(len(prompt), max_source_length - 2) + 2
+    assert len(record["labels"]) == min(len(answer), max_target_length - 2) + 2
+    assert record["input_ids"].tolist()[-2:] == [tokenizer.gmask_token_id, tokenizer.bos_token_id]
