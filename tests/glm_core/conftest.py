@@ -1,11 +1,16 @@
 """glm-core fixtures: the golden tiny model, converted from its Hugging Face shards without torch."""
 
+import shutil
+
 import mindspore as ms
 import pytest
 from torch_free_weights import read_hf_folder
 
-from glm_core import GLMConfig, GLMForPreTraining
+from glm_core import GLMChatModel, GLMConfig, GLMForPreTraining
 from glm_core.checkpoint import load_state, mindformers_name, save_checkpoint
+from glm_tokenizer import ChatGLMTokenizer
+
+TOKENIZER_FILES = ("ice_text.model", "tokenizer_config.json")
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 
@@ -38,3 +43,31 @@ def golden_model(golden_config, golden_state) -> GLMForPreTraining:
     model = GLMForPreTraining(golden_config, in_out_layout=True)
     load_state(model, golden_state, source="golden")
     return model
+
+
+@pytest.fixture(scope="session")
+def chat_model(golden_config, golden_state) -> GLMChatModel:
+    """The golden weights in the chat model (KV cache, inference layout); shared, so graphs compile once."""
+    model = GLMChatModel(golden_config)
+    load_state(model, golden_state, source="golden")
+    return model
+
+
+@pytest.fixture(scope="session")
+def tokenizer(golden_hf_dir) -> ChatGLMTokenizer:
+    return ChatGLMTokenizer.from_pretrained(golden_hf_dir)
+
+
+def make_model_folder(directory, golden_hf_dir, golden_ckpt):
+    """A model folder as glm-convert writes it: config.json, the .ckpt and the tokenizer files."""
+    GLMConfig.from_pretrained(golden_hf_dir).save_pretrained(directory)
+    shutil.copy(golden_ckpt, directory)
+    for name in TOKENIZER_FILES:
+        shutil.copy(golden_hf_dir / name, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def model_dir(golden_hf_dir, golden_ckpt, tmp_path_factory):
+    """A model folder holding the golden weights and tokenizer."""
+    return make_model_folder(tmp_path_factory.mktemp("model"), golden_hf_dir, golden_ckpt)

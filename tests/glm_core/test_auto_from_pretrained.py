@@ -13,20 +13,6 @@ from glm_core.names import CHECKPOINT_NAME
 TOKENIZER_FILES = ("ice_text.model", "tokenizer_config.json")
 
 
-def make_model_folder(directory, golden_hf_dir, golden_ckpt):
-    """A model folder as glm-convert writes one: our config.json, one .ckpt, the tokenizer files."""
-    GLMConfig.from_pretrained(golden_hf_dir).save_pretrained(directory)
-    shutil.copy(golden_ckpt, directory / "glm_tiny.ckpt")
-    for name in TOKENIZER_FILES:
-        shutil.copy(golden_hf_dir / name, directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def model_dir(golden_hf_dir, golden_ckpt, tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("model"), golden_hf_dir, golden_ckpt)
-
-
 @pytest.fixture(scope="module")
 def loaded(model_dir):
     return AutoModel.from_pretrained(model_dir)

@@ -6,24 +6,9 @@ import logging
 import numpy as np
 import pytest
 
-from glm_core import GLMChatModel
 from glm_core.chat import interactive_chat
-from glm_core.checkpoint import load_state
-from glm_tokenizer import ChatGLMTokenizer
 
 GREEDY = dict(do_sample=False)
-
-
-@pytest.fixture(scope="module")
-def chat_model(golden_config, golden_state) -> GLMChatModel:
-    model = GLMChatModel(golden_config)
-    load_state(model, golden_state, source="golden")
-    return model
-
-
-@pytest.fixture(scope="module")
-def tokenizer(golden_hf_dir):
-    return ChatGLMTokenizer.from_pretrained(golden_hf_dir)
 
 
 def history_of(case):

@@ -1,23 +1,8 @@
 """`glm chat` end to end: a subprocess fed by a pipe, on a model folder holding the golden weights."""
 
 import os
-import shutil
 import subprocess
 import sys
-
-import pytest
-
-from glm_core import GLMConfig
-
-
-@pytest.fixture(scope="module")
-def model_dir(golden_hf_dir, golden_ckpt, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    GLMConfig.from_pretrained(golden_hf_dir).save_pretrained(directory)
-    shutil.copy(golden_ckpt, directory)
-    for name in ("ice_text.model", "tokenizer_config.json"):
-        shutil.copy(golden_hf_dir / name, directory)
-    return directory
 
 
 def run_glm(*args, stdin=""):

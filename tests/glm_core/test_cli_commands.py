@@ -1,23 +1,12 @@
 """`glm generate`, `glm info`, errors and --help, run in-process through cli.main."""
 
 import json
-import shutil
 
 import pytest
 
-from glm_core import GLMConfig, ModelNotFoundError
+from glm_core import ModelNotFoundError
 from glm_core.cli import build_parser, main
 from glm_tokenizer import ChatGLMTokenizer
-
-
-@pytest.fixture(scope="module")
-def model_dir(golden_hf_dir, golden_ckpt, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    GLMConfig.from_pretrained(golden_hf_dir).save_pretrained(directory)
-    shutil.copy(golden_ckpt, directory)
-    for name in ("ice_text.model", "tokenizer_config.json"):
-        shutil.copy(golden_hf_dir / name, directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

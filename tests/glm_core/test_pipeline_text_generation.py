@@ -4,22 +4,8 @@ import shutil
 
 import pytest
 
-from glm_core import GLMChatModel, GLMConfig, TextGenerationPipeline, pipeline
-from glm_core.checkpoint import load_state
+from glm_core import GLMConfig, TextGenerationPipeline, pipeline
 from glm_core.text_generation import generate_texts
-from glm_tokenizer import ChatGLMTokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(golden_hf_dir):
-    return ChatGLMTokenizer.from_pretrained(golden_hf_dir)
-
-
-@pytest.fixture(scope="module")
-def chat_model(golden_config, golden_state):
-    model = GLMChatModel(golden_config)
-    load_state(model, golden_state, source="golden")
-    return model
 
 
 @pytest.fixture(scope="module")
