@@ -75,3 +75,20 @@ def test_compile_time_is_reported_apart_and_graphs_are_reused(golden_model, gold
 def test_bad_input_is_a_clear_error_before_compiling(golden_model, input_ids, kwargs, message):
     with pytest.raises(ValueError, match=message):
         golden_model.generate(input_ids, **kwargs)
+
+
+def test_generation_compiles_its_graphs_even_in_pynative_mode(golden_config, golden_state, golden_case):
+    """The decoder's graphs are @ms.jit: a caller left in PyNative mode still gets golden ids, compiled."""
+    from glm_core import GLMForPreTraining
+    from glm_core.checkpoint import load_state
+
+    case = golden_case("generate")[0]
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        model = GLMForPreTraining(golden_config, in_out_layout=True)
+        load_state(model, golden_state)
+        output = model.generate(np.array(case["input_ids"]), max_length=case["max_length"])
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    assert output.tolist() == case["output_ids"]
+    assert model.generation_stats.compile_seconds > 0
