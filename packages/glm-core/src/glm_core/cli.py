@@ -17,6 +17,18 @@ MODEL_HELP = ("a model folder (config.json, one .ckpt, ice_text.model, tokenizer
               "glm_6b or glm_6b_chat, looked up under $GLM_HOME (default ./checkpoint_download/glm)")
 
 
+def add_sampling_defaults(parser: argparse.ArgumentParser, top_p: float, temperature: float,
+                          do_sample: bool) -> None:
+    """The sampling flags whose defaults differ between subcommands (chat samples, generate is greedy)."""
+    parser.add_argument("--top-p", type=float, default=top_p, metavar="P",
+                        help="sample from the most likely tokens holding probability P (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=temperature, metavar="T",
+                        help="divide the scores by T before sampling (default: %(default)s)")
+    parser.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=do_sample,
+                        help="sample instead of taking the most likely token at each step "
+                             f"(default: {'sample' if do_sample else 'greedy'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -30,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--max-new-tokens", type=int, metavar="N",
                           help="generate exactly up to N new tokens; replaces --max-length")
     sampling.add_argument("--top-k", type=int, default=0, metavar="K",
-                            help="sample only among the K most likely tokens; 0 keeps all "
-                               "(default: %(default)s)")
+                          help="sample only among the K most likely tokens; 0 keeps all (default: %(default)s)")
     sampling.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P",
                           help="divide the scores of tokens already present by P (default: %(default)s)")
     sampling.add_argument("--seed", type=int, help="random seed of the sampler, for repeatable samples")
@@ -48,14 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "When stdin is not a terminal, each input line is one query and only the answers are "
                     "printed, one per line.")
     chat.add_argument("model", help=MODEL_HELP)
-    chat.add_argument("--top-p", type=float, default=0.7, metavar="P",
-                      help="sample from the most likely tokens holding probability P "
-                           "(default: %(default)s)")
-    chat.add_argument("--temperature", type=float, default=0.95, metavar="T",
-                      help="divide the scores by T before sampling (default: %(default)s)")
-    chat.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=True,
-                      help="sample the answer (default); --no-do-sample picks the most likely token at each "
-                           "step")
+    add_sampling_defaults(chat, top_p=0.7, temperature=0.95, do_sample=True)
 
     generate = commands.add_parser(
         "generate", parents=[common, sampling], help="continue prompts, in batches",
@@ -71,13 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "printing")
     generate.add_argument("--batch-size", type=int, default=8, metavar="N",
                           help="prompts generated together (default: %(default)s)")
-    generate.add_argument("--top-p", type=float, default=1.0, metavar="P",
-                          help="sample from the most likely tokens holding probability P "
-                           "(default: %(default)s)")
-    generate.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                          help="divide the scores by T before sampling (default: %(default)s)")
-    generate.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=False,
-                          help="sample instead of taking the most likely token (default: greedy)")
+    add_sampling_defaults(generate, top_p=1.0, temperature=1.0, do_sample=False)
 
     info = commands.add_parser(
         "info", parents=[common], help="show a model's files, config, size and versions",
