@@ -272,14 +272,13 @@ def generate(model: GLMForPreTraining, input_ids, max_length: int | None = None,
     config = model.config
     ids = np.asarray(input_ids, dtype=np.int64)
     ids = ids[None] if ids.ndim == 1 else ids
-    if ids.ndim != 2 or ids.size == 0:
-        raise ValueError(f"input_ids must be a non-empty [batch, length] array of token ids, got shape {ids.shape}")
-    batch, length = ids.shape
+    length = ids.shape[-1] if ids.ndim else 0
     if max_new_tokens is not None:
         total = length + max_new_tokens
     else:
         total = max_length if max_length is not None else config.seq_length
     _validate(ids, config, total)
+    batch = ids.shape[0]
     if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0 or repetition_penalty <= 0:
         raise ValueError("need temperature > 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0, got "
                          f"temperature={temperature}, top_p={top_p}, top_k={top_k}, "

@@ -77,6 +77,18 @@ class LayerNorm(nn.Cell):
         return y.astype(dtype)
 
 
+class Embedding(nn.Cell):
+    """Word embeddings with MindFormers' parameter name ``embedding_table``."""
+
+    def __init__(self, vocab_size, hidden_size, param_dtype=ms.float32):
+        super().__init__()
+        self.embedding_table = Parameter(initializer(Normal(0.02), (vocab_size, hidden_size), param_dtype),
+                                         name="embedding_table")
+
+    def construct(self, input_ids):
+        return ops.gather(self.embedding_table, input_ids, 0)
+
+
 def rotary_tables(config: GLMConfig):
     """cos/sin tables ``[seq_length + 1, head_dim / 2]`` for one half of a head.
 
@@ -265,18 +277,6 @@ class GLMTransformer(nn.Cell):
             for layer, cache in zip(self.layers, caches):
                 x = layer(x, cos, sin, mask, cache, cache_positions)
         return self.final_layernorm(x)
-
-
-class Embedding(nn.Cell):
-    """Word embeddings with MindFormers' parameter name ``embedding_table``."""
-
-    def __init__(self, vocab_size, hidden_size, param_dtype=ms.float32):
-        super().__init__()
-        self.embedding_table = Parameter(initializer(Normal(0.02), (vocab_size, hidden_size), param_dtype),
-                                         name="embedding_table")
-
-    def construct(self, input_ids):
-        return ops.gather(self.embedding_table, input_ids, 0)
 
 
 class GLMForPreTraining(nn.Cell):
