@@ -116,7 +116,8 @@ def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         main(["score", "--help"])
     help_text = capsys.readouterr().out
-    for flag in ("--predictions", "--references", "--output", "--workers", "--quiet"):
+    for flag in ("--predictions", "--references", "--prediction-field", "--reference-field", "--output",
+                 "--workers", "--quiet"):
         assert flag in help_text
 
 
@@ -130,3 +131,24 @@ def test_console_script_is_installed(golden_files):
         check=True,
     )
     assert completed.stdout == GOLDEN_STDOUT
+
+
+def test_named_fields_read_ptunings_generated_predictions(golden_case, tmp_path, capsys):
+    """ptuning writes JSON lines {"labels", "predict"} into a .txt file: naming the fields reads it."""
+    case = golden_case("metrics")[0]
+    generated = tmp_path / "generated_predictions.txt"
+    generated.write_text("".join(json.dumps({"labels": label, "predict": prediction}, ensure_ascii=False) + "\n"
+                                 for prediction, label in zip(case["preds"], case["labels"])), encoding="utf-8")
+    argv = ["score", "--predictions", generated, "--references", generated]
+    assert run(*argv, "--prediction-field", "predict", "--reference-field", "labels") == 0
+    assert capsys.readouterr().out == GOLDEN_STDOUT
+
+
+def test_a_missing_named_field_is_an_error_with_its_line(golden_files, tmp_path, capsys):
+    predictions, _ = golden_files
+    references = tmp_path / "dev.json"
+    references.write_text('{"summary": "a"}\n{"content": "b"}\n', encoding="utf-8")
+    assert run("score", "--predictions", predictions, "--references", references,
+               "--reference-field", "summary") == 2
+    error = capsys.readouterr().err
+    assert "dev.json" in error and "line 2" in error and "summary" in error

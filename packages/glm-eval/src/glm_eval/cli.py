@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     score_parser.add_argument(
+        "--prediction-field",
+        metavar="NAME",
+        help=(
+            "read P as JSON lines (whatever its suffix) taking each record's NAME string, e.g. 'predict' "
+            "for ptuning's generated_predictions.txt or 'response' for glm generate's output"
+        ),
+    )
+    score_parser.add_argument(
+        "--reference-field",
+        metavar="NAME",
+        help="read R as JSON lines taking each record's NAME string, e.g. 'labels' (ptuning) or 'summary' (ADGEN)",
+    )
+    score_parser.add_argument(
         "--output",
         type=Path,
         metavar="REPORT",
@@ -111,7 +124,8 @@ def run_score(args: argparse.Namespace) -> dict[str, float | int]:
     if args.output is not None and not args.output.parent.is_dir():
         # Checked first: a long scoring run should not end in a report that cannot be written.
         raise FileNotFoundError(errno.ENOENT, "folder for --output does not exist", str(args.output.parent))
-    predictions, references = read_pairs(args.predictions, args.references)
+    predictions, references = read_pairs(args.predictions, args.references, args.prediction_field,
+                                         args.reference_field)
     scores = score(predictions, references, workers=args.workers, progress=not args.quiet)
     for metric in METRICS:
         # Rounded only to hide float noise such as 68.77118254999999; the report keeps every digit.

@@ -62,13 +62,14 @@ def _quoted(fields: tuple[str, ...]) -> str:
     return " and ".join(repr(field) for field in fields)
 
 
-def read_texts(path: str | os.PathLike, field: str) -> list[str]:
-    """The texts of a file: ``field`` of each record for a ``.jsonl`` file, else each line.
+def read_texts(path: str | os.PathLike, field: str, json_lines: bool | None = None) -> list[str]:
+    """The texts of a file: ``field`` of each record for a JSON-lines file, else each line.
 
     Args:
-        path: a ``.jsonl`` file (one JSON object per line) or any other UTF-8 text file
+        path: a JSON-lines file (one JSON object per line) or any other UTF-8 text file
             (one text per line; an empty line is an empty text).
-        field: the record field holding the text in a ``.jsonl`` file, e.g. ``"prediction"``.
+        field: the record field holding the text in a JSON-lines file, e.g. ``"prediction"``.
+        json_lines: read the file as JSON lines; by default, when its name ends in ``.jsonl``.
 
     Returns:
         The texts in file order.
@@ -79,7 +80,7 @@ def read_texts(path: str | os.PathLike, field: str) -> list[str]:
         OSError: the file cannot be opened.
     """
     path = Path(path)
-    if path.suffix == JSONL_SUFFIX:
+    if json_lines if json_lines is not None else path.suffix == JSONL_SUFFIX:
         texts = [_parse_record(path, number, line, (field,))[0] for number, line in _numbered_lines(path)]
     else:
         texts = [line for _, line in _numbered_lines(path)]
@@ -89,20 +90,28 @@ def read_texts(path: str | os.PathLike, field: str) -> list[str]:
 
 
 def read_pairs(
-    predictions_path: str | os.PathLike, references_path: str | os.PathLike
+    predictions_path: str | os.PathLike,
+    references_path: str | os.PathLike,
+    prediction_field: str | None = None,
+    reference_field: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """Predictions and references from two files of equal length (see :func:`read_texts`).
 
     A ``.jsonl`` predictions file gives its ``"prediction"`` fields, a ``.jsonl`` references file its
-    ``"reference"`` fields, so one JSON-lines file holding both may be passed as both paths.
+    ``"reference"`` fields, so one JSON-lines file holding both may be passed as both paths. Naming a
+    field reads that file as JSON lines whatever its suffix: ChatGLM-6B's ptuning writes
+    ``generated_predictions.txt`` with ``"predict"``/``"labels"``, ``glm generate`` writes ``"response"``,
+    ADGEN files hold ``"summary"``.
 
     Raises:
         InputFileError: either file is unreadable as texts (see :func:`read_texts`), or one has more
             lines than the other; the message names the first line without a counterpart.
         OSError: a file cannot be opened.
     """
-    predictions = read_texts(predictions_path, "prediction")
-    references = read_texts(references_path, "reference")
+    predictions = read_texts(predictions_path, prediction_field or "prediction",
+                             json_lines=True if prediction_field else None)
+    references = read_texts(references_path, reference_field or "reference",
+                            json_lines=True if reference_field else None)
     if len(predictions) != len(references):
         longer, shorter = (
             (predictions_path, references_path)
