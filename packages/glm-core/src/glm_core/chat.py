@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
 import re
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 from glm_core.checkpoint import save_model_checkpoint
 from glm_core.config import GLMConfig
+from glm_core.generation import generate_tokens
 from glm_core.model import GLMForPreTraining
 from glm_core.names import CHECKPOINT_NAME
 
@@ -110,13 +109,6 @@ def fit_prompt(tokenizer, query: str, history: Sequence[tuple[str, str]], seq_le
     return ChatInputs(prompt=prompt, input_ids=ids, max_length=total, dropped_rounds=dropped)
 
 
-class _StopGeneration(Exception):
-    """Raised inside the streamer when the consumer of ``stream_chat`` has gone away."""
-
-
-_DONE = object()
-
-
 class GLMChatModel(GLMForPreTraining):
     """ChatGLM-6B for inference: KV cache on, Linear weights in the decode layout, ``chat``/``stream_chat``.
 
@@ -158,51 +150,25 @@ class GLMChatModel(GLMForPreTraining):
                     temperature: float = 0.95, **generation) -> Iterator[tuple[str, History]]:
         """Like :meth:`chat`, but yields ``(response_so_far, history)`` after each generated token.
 
-        The last value yielded is what ``chat`` returns. Generation runs in a worker thread; leaving the
-        loop early stops it at the next token.
+        The last value yielded is what ``chat`` returns. Leaving the loop early stops generation.
         """
         history = list(history or [])
         max_new_tokens = generation.pop("max_new_tokens", None)
         inputs = self.chat_inputs(tokenizer, query, history, max_length, max_new_tokens)
         eos = generation.get("eos_token_id") or self.config.eos_token_id
-        tokens: queue.Queue = queue.Queue()
-        stop = threading.Event()
-
-        def on_tokens(step_tokens: np.ndarray) -> None:
-            if stop.is_set():
-                raise _StopGeneration
-            tokens.put(int(step_tokens[0]))
-
-        def run() -> None:
-            try:
-                self.generate(np.array([inputs.input_ids]), max_length=inputs.max_length, do_sample=do_sample,
-                              top_p=top_p, temperature=temperature, num_pieces=tokenizer.vocab_size,
-                              streamer=on_tokens, **generation)
-                tokens.put(_DONE)
-            except _StopGeneration:
-                tokens.put(_DONE)
-            except BaseException as error:  # handed to the consumer, raised there
-                tokens.put(error)
-
-        worker = threading.Thread(target=run, name="glm-stream-chat", daemon=True)
-        worker.start()
+        steps = generate_tokens(self, np.array([inputs.input_ids]), max_length=inputs.max_length,
+                                do_sample=do_sample, top_p=top_p, temperature=temperature,
+                                num_pieces=tokenizer.vocab_size, **generation)
         answer: list[int] = []
-        response, yielded = "", False
-        try:
-            while (item := tokens.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                if item == eos:  # the answer ends here; generation stops after it
-                    continue
-                answer.append(item)
-                response = process_response(tokenizer.decode(answer))
-                yielded = True
-                yield response, [*history, (query, response)]
-            if not yielded:
-                yield response, [*history, (query, response)]
-        finally:
-            stop.set()
-            worker.join()
+        response = ""
+        for tokens in steps:
+            if int(tokens[0]) == eos:  # the answer ends here; generation stops after it
+                continue
+            answer.append(int(tokens[0]))
+            response = process_response(tokenizer.decode(answer))
+            yield response, [*history, (query, response)]
+        if not answer:
+            yield response, [*history, (query, response)]
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> Path:
         """Write ``config.json`` and ``model.ckpt`` (and the tokenizer's files, if given) into ``directory``.

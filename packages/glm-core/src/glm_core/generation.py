@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import mindspore as ms
@@ -269,73 +270,102 @@ def generate(model: GLMForPreTraining, input_ids, max_length: int | None = None,
     Raises ``ValueError`` before any compile for an empty batch, a ``<pad>`` inside a prompt, or a length
     beyond the model's ``seq_length``.
     """
+    steps = generate_tokens(model, input_ids, max_length, max_new_tokens, do_sample, top_k, top_p, temperature,
+                            repetition_penalty, eos_token_id, pad_token_id, seed, num_pieces)
+    ids = _as_batch(input_ids)
+    generated = []
+    for tokens in steps:
+        generated.append(tokens)
+        if streamer is not None:
+            (streamer.put if hasattr(streamer, "put") else streamer)(tokens.copy())
+    if streamer is not None and hasattr(streamer, "end"):
+        streamer.end()
+    return np.concatenate([ids, np.stack(generated, axis=1)], axis=1)
+
+
+def generate_tokens(model: GLMForPreTraining, input_ids, max_length: int | None = None,
+                    max_new_tokens: int | None = None, do_sample: bool = False, top_k: int = 0, top_p: float = 1.0,
+                    temperature: float = 1.0, repetition_penalty: float = 1.0, eos_token_id: int | None = None,
+                    pad_token_id: int | None = None, seed: int | None = None,
+                    num_pieces: int | None = None) -> Iterator[np.ndarray]:
+    """:func:`generate` as an iterator: each step's new tokens ``[batch]``, as they are produced.
+
+    Takes the same arguments (less ``streamer``) and checks them before returning. Rows that have stopped
+    yield ``pad_token_id``. Leaving the loop early stops generation; ``model.generation_stats`` is set
+    either way.
+    """
     config = model.config
-    ids = np.asarray(input_ids, dtype=np.int64)
-    ids = ids[None] if ids.ndim == 1 else ids
+    ids = _as_batch(input_ids)
     length = ids.shape[-1] if ids.ndim else 0
     if max_new_tokens is not None:
         total = length + max_new_tokens
     else:
         total = max_length if max_length is not None else config.seq_length
     _validate(ids, config, total)
-    batch = ids.shape[0]
     if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0 or repetition_penalty <= 0:
         raise ValueError("need temperature > 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0, got "
                          f"temperature={temperature}, top_p={top_p}, top_k={top_k}, "
                          f"repetition_penalty={repetition_penalty}")
+    choose = _token_chooser(do_sample, top_k, top_p, temperature, repetition_penalty, num_pieces, seed)
     eos = config.eos_token_id if eos_token_id is None else eos_token_id
     pad = config.pad_token_id if pad_token_id is None else pad_token_id
-    new_tokens = total - length
+    return _decode_loop(model, ids, total - length, choose, eos, pad)
 
+
+def _as_batch(input_ids) -> np.ndarray:
+    ids = np.asarray(input_ids, dtype=np.int64)
+    return ids[None] if ids.ndim == 1 else ids
+
+
+def _token_chooser(do_sample, top_k, top_p, temperature, repetition_penalty, num_pieces, seed):
+    """``choose(logits, sequences) -> tokens``: the logits processors, then greedy or a seeded draw."""
+    rng = np.random.default_rng(seed)
+
+    def choose(logits: np.ndarray, sequences: list[list[int]]) -> np.ndarray:
+        scores = process_logits(logits, sequences, repetition_penalty=repetition_penalty, num_pieces=num_pieces)
+        if not do_sample:
+            return scores.argmax(axis=-1)
+        return sample(filtered_probabilities(scores, temperature=temperature, top_k=top_k, top_p=top_p), rng)
+
+    return choose
+
+
+def _decode_loop(model: GLMForPreTraining, ids: np.ndarray, new_tokens: int, choose, eos: int,
+                 pad: int) -> Iterator[np.ndarray]:
+    """Prefill, then one decode step per token; yields each step's tokens."""
+    config = model.config
+    batch, length = ids.shape
     # Align the prompt to its bucket with extra left padding (masked, so it changes nothing).
     bucket = _round_up(length, PROMPT_BUCKET)
     padded = np.concatenate([np.full((batch, bucket - length), config.pad_token_id, np.int64), ids], axis=1)
-    cache_length = _round_up(bucket + new_tokens, CACHE_BUCKET)
     pads, context, mask_positions = _prompt_layout(padded, config)
-    decoder = _decoder_for(model, batch, cache_length)
-    prefill = decoder.prefill(bucket)
+    decoder = _decoder_for(model, batch, _round_up(bucket + new_tokens, CACHE_BUCKET))
     stats = GenerationStats(batch_size=batch, prompt_length=length)
-    rng = np.random.default_rng(seed)
-
-    logits, stats.prefill_seconds = _timed_call(decoder, prefill, stats, Tensor(padded, ms.int32))
-    sequences = [row.tolist() for row in ids]
-    finished = np.zeros(batch, dtype=bool)
-    pad_counts = Tensor(pads.astype(np.int32))
-    for step in range(new_tokens):
-        scores = process_logits(logits, sequences, repetition_penalty=repetition_penalty, num_pieces=num_pieces)
-        if do_sample:
-            tokens = sample(filtered_probabilities(scores, temperature=temperature, top_k=top_k, top_p=top_p), rng)
-        else:
-            tokens = scores.argmax(axis=-1)
-        tokens = np.where(finished, pad, tokens)
-        stats.new_tokens += int((~finished).sum())
-        for row, token in enumerate(tokens):
-            sequences[row].append(int(token))
-        _stream(streamer, tokens)
-        finished |= tokens == eos
-        if finished.all() or step == new_tokens - 1:
-            break
-        slot = bucket + step  # the cache slot this token's keys and values go to
-        positions = np.where(mask_positions >= 0, mask_positions, slot - pads)
-        blocks = slot - context + 1
-        position_ids = np.stack([positions, blocks], axis=1).reshape(batch, 2, 1).astype(np.int32)
-        logits, seconds = _timed_call(decoder, decoder.decode, stats, Tensor(tokens.reshape(batch, 1), ms.int32),
-                                      Tensor(position_ids), Tensor(np.array([slot], np.int32)), pad_counts)
-        stats.decode_seconds += seconds
-        stats.steps += 1
-    _stream_end(streamer)
-    model.generation_stats = stats
-    logger.info("generated %d tokens in %.3fs (%.1f tokens/s; compile %.2fs apart)", stats.new_tokens,
-                stats.prefill_seconds + stats.decode_seconds, stats.tokens_per_second, stats.compile_seconds)
-    return np.array(sequences, dtype=np.int64)
-
-
-def _stream(streamer, tokens: np.ndarray) -> None:
-    if streamer is None:
-        return
-    (streamer.put if hasattr(streamer, "put") else streamer)(tokens.copy())
-
-
-def _stream_end(streamer) -> None:
-    if streamer is not None and hasattr(streamer, "end"):
-        streamer.end()
+    try:
+        logits, stats.prefill_seconds = _timed_call(decoder, decoder.prefill(bucket), stats,
+                                                    Tensor(padded, ms.int32))
+        sequences = [row.tolist() for row in ids]
+        finished = np.zeros(batch, dtype=bool)
+        pad_counts = Tensor(pads.astype(np.int32))
+        for step in range(new_tokens):
+            tokens = np.where(finished, pad, choose(logits, sequences))
+            stats.new_tokens += int((~finished).sum())
+            for row, token in enumerate(tokens):
+                sequences[row].append(int(token))
+            yield tokens
+            finished |= tokens == eos
+            if finished.all() or step == new_tokens - 1:
+                break
+            slot = bucket + step  # the cache slot this token's keys and values go to
+            positions = np.where(mask_positions >= 0, mask_positions, slot - pads)
+            blocks = slot - context + 1
+            position_ids = np.stack([positions, blocks], axis=1).reshape(batch, 2, 1).astype(np.int32)
+            logits, seconds = _timed_call(decoder, decoder.decode, stats,
+                                          Tensor(tokens.reshape(batch, 1), ms.int32), Tensor(position_ids),
+                                          Tensor(np.array([slot], np.int32)), pad_counts)
+            stats.decode_seconds += seconds
+            stats.steps += 1
+    finally:
+        model.generation_stats = stats
+        logger.info("generated %d tokens in %.3fs (%.1f tokens/s; compile %.2fs apart)", stats.new_tokens,
+                    stats.prefill_seconds + stats.decode_seconds, stats.tokens_per_second, stats.compile_seconds)
