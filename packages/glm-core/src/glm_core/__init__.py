@@ -23,6 +23,7 @@ _EXPORTS = {
     "GLMConfig": "glm_core.config",
     "GenerationStats": "glm_core.generation",
     "generate": "glm_core.generation",
+    "generate_tokens": "glm_core.generation",
     "GLMForPreTraining": "glm_core.model",
     "TextGenerationPipeline": "glm_core.text_generation",
     "pipeline": "glm_core.text_generation",
