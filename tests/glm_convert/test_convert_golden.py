@@ -19,7 +19,7 @@ MEAN_ABS_TOLERANCE = 5e-5
 @pytest.fixture(scope="module")
 def converted_model(golden_config, golden_ckpt) -> GLMForPreTraining:
     """The golden checkpoint loaded by glm-core, float32, inference layout."""
-    model = GLMForPreTraining(golden_config, in_out_layout=True)
+    model = GLMForPreTraining(golden_config, inference=True)
     load_checkpoint(model, golden_ckpt)
     return model
 

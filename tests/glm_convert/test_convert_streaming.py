@@ -43,7 +43,7 @@ import sys
 import mindspore as ms
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 from glm_core import GLMConfig, GLMForPreTraining, load_checkpoint
-model = GLMForPreTraining(GLMConfig.from_pretrained({str(golden_hf_dir)!r}), in_out_layout=True)
+model = GLMForPreTraining(GLMConfig.from_pretrained({str(golden_hf_dir)!r}), inference=True)
 load_checkpoint(model, {str(golden_ckpt)!r})
 print(model.generate([261, 353, 394, 3001, 3004], max_length=8).tolist())
 assert "torch" not in sys.modules, "glm-core imported torch"

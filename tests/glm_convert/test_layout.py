@@ -8,7 +8,7 @@ from glm_core.checkpoint import expected_shapes
 
 
 def test_mindspore_shapes_match_glm_cores_model(golden_config):
-    model = GLMForPreTraining(golden_config, in_out_layout=True)
+    model = GLMForPreTraining(golden_config, inference=True)
     assert mindspore_weight_shapes(golden_config) == expected_shapes(model)
 
 

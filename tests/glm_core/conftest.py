@@ -39,15 +39,15 @@ def golden_ckpt(golden_state, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def golden_model(golden_config, golden_state) -> GLMForPreTraining:
-    """The golden model, float32, inference layout (Linear weights held [in, out])."""
-    model = GLMForPreTraining(golden_config, in_out_layout=True)
+    """The golden model, float32, an inference model (Linears on glm_core.kernels' CPU kernel)."""
+    model = GLMForPreTraining(golden_config, inference=True)
     load_state(model, golden_state, source="golden")
     return model
 
 
 @pytest.fixture(scope="session")
 def chat_model(golden_config, golden_state) -> GLMChatModel:
-    """The golden weights in the chat model (KV cache, inference layout); shared, so graphs compile once."""
+    """The golden weights in the chat model (KV cache, CPU kernel); shared, so graphs compile once."""
     model = GLMChatModel(golden_config)
     load_state(model, golden_state, source="golden")
     return model

@@ -17,7 +17,8 @@ def history_of(case):
 
 def test_chat_model_is_the_inference_model(chat_model):
     assert chat_model.config.use_past
-    assert chat_model.in_out_layout
+    assert chat_model.inference
+    assert chat_model.lm_head.uses_kernel
 
 
 @pytest.mark.parametrize("case_index", range(3))

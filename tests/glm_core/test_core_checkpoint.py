@@ -18,7 +18,7 @@ def test_parameter_names_are_mindformers_names(golden_model):
 
 
 def test_load_checkpoint_gives_the_golden_model(golden_config, golden_ckpt, golden_model):
-    model = GLMForPreTraining(golden_config, in_out_layout=True)
+    model = GLMForPreTraining(golden_config, inference=True)
     load_checkpoint(model, golden_ckpt)
     ids = ms.Tensor([[261, 353, 394, 3001, 3004]], ms.int32)
     np.testing.assert_array_equal(model(ids).asnumpy(), golden_model(ids).asnumpy())

@@ -32,12 +32,19 @@ def test_forward_matches_golden_logits(golden_model, golden_case, golden_logits,
     assert (logits.argmax(-1) == expected.argmax(-1)).all()
 
 
-def test_training_layout_gives_the_same_logits(golden_config, golden_state, golden_model, golden_case):
-    """Linear weights held [out, in] (training) or [in, out] (inference) compute the same network."""
-    training = GLMForPreTraining(golden_config, in_out_layout=False)
+def test_training_model_gives_the_same_logits(golden_config, golden_state, golden_model, golden_case):
+    """MindSpore's MatMul (training model) and the CPU kernel (inference model) compute the same network.
+
+    They sum in different orders, so they differ by float32 noise of the size explained above (2.9e-4).
+    """
+    training = GLMForPreTraining(golden_config, inference=False)
     load_state(training, golden_state)
     ids = ms.Tensor([golden_case("forward")[3]["input_ids"]], ms.int32)
-    np.testing.assert_allclose(training(ids).asnumpy(), golden_model(ids).asnumpy(), atol=1e-5)
+    trained, inferred = training(ids).asnumpy(), golden_model(ids).asnumpy()
+    error = np.abs(trained - inferred)
+    assert error.max() <= MAX_ABS_TOLERANCE
+    assert error.mean() <= MEAN_ABS_TOLERANCE
+    assert (trained.argmax(-1) == inferred.argmax(-1)).all()
 
 
 def test_explicit_positions_and_mask_equal_derived_ones(golden_model, golden_case):

@@ -85,7 +85,7 @@ def test_generation_compiles_its_graphs_even_in_pynative_mode(golden_config, gol
     case = golden_case("generate")[0]
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
-        model = GLMForPreTraining(golden_config, in_out_layout=True)
+        model = GLMForPreTraining(golden_config, inference=True)
         load_state(model, golden_state)
         output = model.generate(np.array(case["input_ids"]), max_length=case["max_length"])
     finally:

@@ -110,7 +110,7 @@ def fit_prompt(tokenizer, query: str, history: Sequence[tuple[str, str]], seq_le
 
 
 class GLMChatModel(GLMForPreTraining):
-    """ChatGLM-6B for inference: KV cache on, Linear weights in the decode layout, ``chat``/``stream_chat``.
+    """ChatGLM-6B for inference: KV cache on, Linear layers on the CPU kernel, ``chat``/``stream_chat``.
 
     Loads the same checkpoints as :class:`GLMForPreTraining`; ``config.use_past`` is switched on.
     """
@@ -118,7 +118,7 @@ class GLMChatModel(GLMForPreTraining):
     def __init__(self, config: GLMConfig):
         if not config.use_past:
             config = dataclasses.replace(config, use_past=True)
-        super().__init__(config, in_out_layout=True)
+        super().__init__(config, inference=True)
 
     def chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
              max_length: int = 2048, do_sample: bool = True, top_p: float = 0.7, temperature: float = 0.95,

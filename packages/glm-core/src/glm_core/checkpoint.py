@@ -1,8 +1,6 @@
 """Loading and saving GLM weights as MindSpore ``.ckpt`` files with MindFormers' parameter names.
 
-On disk Linear weights are always ``[out, in]`` (MindFormers' and Hugging Face's layout). A model that
-holds them ``[in, out]`` in memory (the inference layout, see ``glm_core.model.Linear``) is transposed
-on the way in and out, so files stay interchangeable whatever the model's layout.
+Linear weights are ``[out, in]`` on disk (MindFormers' and Hugging Face's layout) and in every model.
 """
 
 from __future__ import annotations
@@ -13,18 +11,12 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from glm_core.model import GLMForPreTraining, Linear
+from glm_core.model import GLMForPreTraining
 from glm_core.names import hf_name, mindformers_name  # noqa: F401  (re-exported)
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose parameter names or shapes do not fit the model."""
-
-
-def _in_out_weights(model: GLMForPreTraining) -> set[str]:
-    """Names of the Linear weights that the model holds transposed (``[in, out]``)."""
-    return {cell.weight.name for _, cell in model.cells_and_names()
-            if isinstance(cell, Linear) and cell.in_out_layout}
 
 
 def model_parameters(model: GLMForPreTraining) -> dict[str, ms.Parameter]:
@@ -33,10 +25,8 @@ def model_parameters(model: GLMForPreTraining) -> dict[str, ms.Parameter]:
 
 
 def expected_shapes(model: GLMForPreTraining) -> dict[str, tuple[int, ...]]:
-    """Checkpoint name → shape on disk (Linear weights ``[out, in]``)."""
-    transposed = _in_out_weights(model)
-    return {name: tuple(reversed(p.shape)) if name in transposed else tuple(p.shape)
-            for name, p in model_parameters(model).items()}
+    """Checkpoint name → shape (Linear weights ``[out, in]``)."""
+    return {name: tuple(p.shape) for name, p in model_parameters(model).items()}
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -71,10 +61,8 @@ def check_compatible(model: GLMForPreTraining, tensors: dict[str, np.ndarray], s
 def load_state(model: GLMForPreTraining, tensors: dict[str, np.ndarray], source: str = "state") -> None:
     """Copy ``tensors`` (checkpoint names and layout) into the model, casting to its parameter dtypes."""
     check_compatible(model, tensors, source)
-    transposed = _in_out_weights(model)
     for name, parameter in model_parameters(model).items():
-        array = tensors[name].T if name in transposed else tensors[name]
-        parameter.set_data(ms.Tensor(np.ascontiguousarray(array), dtype=parameter.dtype))
+        parameter.set_data(ms.Tensor(np.ascontiguousarray(tensors[name]), dtype=parameter.dtype))
 
 
 def load_checkpoint(model: GLMForPreTraining, path: str | os.PathLike) -> None:
@@ -87,10 +75,8 @@ def load_checkpoint(model: GLMForPreTraining, path: str | os.PathLike) -> None:
 
 
 def state_dict(model: GLMForPreTraining) -> dict[str, np.ndarray]:
-    """The model's weights as numpy arrays in checkpoint names and layout."""
-    transposed = _in_out_weights(model)
-    return {name: (p.asnumpy().T if name in transposed else p.asnumpy())
-            for name, p in model_parameters(model).items()}
+    """The model's weights as numpy arrays by checkpoint name."""
+    return {name: p.asnumpy() for name, p in model_parameters(model).items()}
 
 
 def save_checkpoint(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> Path:

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     common.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for MindSpore's kernels (default: MindSpore's own choice)")
+                        help="CPU threads for MindSpore's kernels and glm-core's linear kernel "
+                             "(default: MindSpore's own choice; the linear kernel uses every CPU)")
 
     sampling = argparse.ArgumentParser(add_help=False)
     sampling.add_argument("--max-length", type=int, default=2048, metavar="N",
@@ -93,6 +94,9 @@ def _setup_mindspore(threads: int | None) -> None:
         ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     if threads is not None:
+        from glm_core import kernels
+
+        kernels.set_threads(threads)
         # MindSpore refuses a second setting in one process (main() may run twice, as in tests).
         with contextlib.suppress(RuntimeError):
             ms.device_context.cpu.op_tuning.threads_num(threads)

@@ -33,22 +33,24 @@ def mindspore_dtype(name: str):
 class Linear(nn.Cell):
     """``y = x Wᵀ + b`` with ``W`` of checkpoint shape ``[out, in]``.
 
-    With ``in_out_layout`` the weight is held transposed, ``[in, out]``, and multiplied without
-    ``transpose_b``. With that kernel a one-token decode step sums in the same order as a full forward, so
-    the decoder's logits equal the full forward's to 1e-4 on the golden weights; with ``transpose_b`` they
-    drift by 3e-4. (Speed: this layout was expected to stream faster; on glm_bench we measured it ~10 %
-    slower end to end, 19-20 against 21-22 tokens/s.) ``glm_core.checkpoint`` converts between the two
-    layouts on load and save.
+    An inference Linear computing in float32 on CPU runs the C++ kernel of :mod:`glm_core.kernels`: it
+    streams a decode step's weights near the memory bandwidth and sums each output in the same order for
+    one row as for many, so a one-token decode step reproduces a full forward exactly. Training Linears
+    (which need gradients), float16 ones and other devices use MindSpore's MatMul.
     """
 
-    def __init__(self, in_features, out_features, bias=True, in_out_layout=False,
+    def __init__(self, in_features, out_features, bias=True, inference=False,
                  param_dtype=ms.float32, compute_dtype=ms.float32):
         super().__init__()
-        self.in_out_layout = in_out_layout
-        shape = (in_features, out_features) if in_out_layout else (out_features, in_features)
-        self.weight = Parameter(initializer(Normal(0.02), shape, param_dtype), name="weight")
+        self.weight = Parameter(initializer(Normal(0.02), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
-        self.matmul = ops.MatMul(transpose_b=not in_out_layout)
+        kernel = None
+        if inference and compute_dtype == ms.float32 and ms.get_context("device_target") == "CPU":
+            from glm_core.kernels import linear_operator
+
+            kernel = linear_operator()
+        self.uses_kernel = kernel is not None
+        self.matmul = kernel if kernel is not None else ops.MatMul(transpose_b=True)
         self.out_features = out_features
         self.compute_dtype = compute_dtype
         self.cast_weight = param_dtype != compute_dtype
@@ -139,13 +141,13 @@ class RotaryEmbedding2D(nn.Cell):
 class SelfAttention(nn.Cell):
     """Multi-head attention with GLM's fused, per-head interleaved QKV: ``[heads, (q, k, v), head_dim]``."""
 
-    def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, in_out_layout: bool):
+    def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, inference: bool):
         super().__init__()
         param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.query_key_value = Linear(config.hidden_size, 3 * config.hidden_size, True, in_out_layout,
+        self.query_key_value = Linear(config.hidden_size, 3 * config.hidden_size, True, inference,
                                       param_dtype, compute_dtype)
-        self.dense = Linear(config.hidden_size, config.hidden_size, True, in_out_layout, param_dtype, compute_dtype)
+        self.dense = Linear(config.hidden_size, config.hidden_size, True, inference, param_dtype, compute_dtype)
         self.rotary = rotary
         # The original divides q by sqrt(d)·(layer_id + 1) and multiplies the scores back by (layer_id + 1)
         # in the softmax dtype: it keeps float16 scores in range. We do the same, so float32 matches too.
@@ -180,12 +182,12 @@ class SelfAttention(nn.Cell):
 class MLP(nn.Cell):
     """``dense_4h_to_h(gelu_tanh(dense_h_to_4h(x)))``."""
 
-    def __init__(self, config: GLMConfig, in_out_layout: bool):
+    def __init__(self, config: GLMConfig, inference: bool):
         super().__init__()
         param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
-        self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, in_out_layout,
+        self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, inference,
                                     param_dtype, compute_dtype)
-        self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, in_out_layout,
+        self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, inference,
                                     param_dtype, compute_dtype)
 
     def construct(self, x):
@@ -198,13 +200,13 @@ class GLMBlock(nn.Cell):
     ``alpha = sqrt(2 · config.alpha_num_layers)``: 28 for every depth, as in the original (see GLMConfig).
     """
 
-    def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, in_out_layout: bool):
+    def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, inference: bool):
         super().__init__()
         param_dtype, ln_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.layernorm_compute_type)
         self.input_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
-        self.attention = SelfAttention(config, layer_id, rotary, in_out_layout)
+        self.attention = SelfAttention(config, layer_id, rotary, inference)
         self.post_attention_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
-        self.mlp = MLP(config, in_out_layout)
+        self.mlp = MLP(config, inference)
         self.alpha = math.sqrt(2 * config.alpha_num_layers)
         self.dropout = nn.Dropout(p=config.hidden_dropout_rate) if config.hidden_dropout_rate else None
 
@@ -260,12 +262,12 @@ def positions_and_mask(input_ids, config: GLMConfig):
 class GLMTransformer(nn.Cell):
     """Embeddings, the GLM blocks and the final layernorm: ids to hidden states."""
 
-    def __init__(self, config: GLMConfig, in_out_layout: bool):
+    def __init__(self, config: GLMConfig, inference: bool):
         super().__init__()
         param_dtype = mindspore_dtype(config.param_init_type)
         self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, param_dtype)
         self.rotary = RotaryEmbedding2D(config)
-        self.layers = nn.CellList([GLMBlock(config, i, self.rotary, in_out_layout) for i in range(config.num_layers)])
+        self.layers = nn.CellList([GLMBlock(config, i, self.rotary, inference) for i in range(config.num_layers)])
         self.final_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype,
                                          mindspore_dtype(config.layernorm_compute_type))
         self.compute_dtype = mindspore_dtype(config.compute_dtype)
@@ -289,13 +291,13 @@ class GLMForPreTraining(nn.Cell):
     positions) unless given, as the tokenizer builds them. ``generate`` runs the KV-cache decoder.
     """
 
-    def __init__(self, config: GLMConfig, in_out_layout: bool | None = None):
+    def __init__(self, config: GLMConfig, inference: bool | None = None):
         super().__init__()
         self.config = config
-        # Inference models hold Linear weights [in, out] (see Linear); training models keep [out, in].
-        self.in_out_layout = config.use_past if in_out_layout is None else in_out_layout
-        self.transformer = GLMTransformer(config, self.in_out_layout)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, False, self.in_out_layout,
+        # Inference models (by default those with the KV cache on) run their Linears on the CPU kernel.
+        self.inference = config.use_past if inference is None else inference
+        self.transformer = GLMTransformer(config, self.inference)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, False, self.inference,
                               mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype))
         self._decoders = None  # built on first generate(); see glm_core.generation
 
