@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from glm_data import DataError, adgen_to_mindrecord, read_records
+from glm_data import DataError, adgen, adgen_to_mindrecord, read_records
 from glm_data.sample.generate import generate_examples, write_jsonl
 
 GOOD = {"content": "类型#裙", "summary": "一条裙子。"}
@@ -44,6 +44,19 @@ def test_bad_line_is_skipped_and_listed_with_its_number(bad_line, reason, detail
     assert summary.problems[0].startswith(detail)
     assert detail in str(summary)
     assert len(list(read_records(output_file))) == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_lines_are_numbered_across_chunks(workers, write_lines, convert, monkeypatch):
+    monkeypatch.setattr(adgen, "BYTES_PER_CHUNK", 100)  # a chunk every two lines or so
+    lines = [GOOD] * 30
+    lines[6], lines[17], lines[29] = "not json", "", '{"content": "类型#裙"}'  # line 18 blank: not a bad line
+    _, summary = convert(write_lines(lines), workers=workers)
+    assert summary.problems == [
+        "line 7: malformed JSON: Expecting value at column 1",
+        "line 30: missing column 'summary' (the line has ['content'])",
+    ]
+    assert (summary.lines, summary.written) == (30, 27)
 
 
 @pytest.mark.parametrize(

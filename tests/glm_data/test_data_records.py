@@ -106,17 +106,33 @@ text_ids = st.lists(st.integers(min_value=300, max_value=2999), max_size=40)
 budgets = st.integers(min_value=3, max_value=24)
 
 
-@given(prompt=text_ids, answer=text_ids, max_source_length=budgets, max_target_length=budgets)
+@given(
+    pairs=st.lists(st.tuples(text_ids, text_ids), min_size=1, max_size=4),
+    max_source_length=budgets,
+    max_target_length=budgets,
+)
 @settings(max_examples=200, deadline=None)
-def test_train_record_layout_holds_for_any_lengths(tokenizer, prompt, answer, max_source_length, max_target_length):
-    record = records.train_record(tokenizer, prompt, answer, max_source_length, max_target_length)
-    kept_prompt, kept_answer = prompt[: max_source_length - 1], answer[: max_target_length - 2]
+def test_train_records_layout_holds_for_any_lengths(tokenizer, pairs, max_source_length, max_target_length):
+    prompts, answers = zip(*pairs)
+    batch = records.train_records(tokenizer, prompts, answers, max_source_length, max_target_length)
     t = tokenizer
-    body = [*kept_prompt, t.gmask_token_id, t.bos_token_id, *kept_answer, t.eos_token_id]
-    padding = max_source_length + max_target_length - len(body)
-    assert record["input_ids"].tolist() == body + [t.pad_token_id] * padding
-    context = len(kept_prompt) + 1
-    assert record["labels"].tolist() == [-100] * context + body[context:] + [-100] * padding
+    for index, (prompt, answer) in enumerate(pairs):
+        kept_prompt, kept_answer = prompt[: max_source_length - 1], answer[: max_target_length - 2]
+        body = [*kept_prompt, t.gmask_token_id, t.bos_token_id, *kept_answer, t.eos_token_id]
+        padding = max_source_length + max_target_length - len(body)
+        assert batch["input_ids"][index].tolist() == body + [t.pad_token_id] * padding
+        context = len(kept_prompt) + 1
+        assert batch["labels"][index].tolist() == [-100] * context + body[context:] + [-100] * padding
+
+
+def test_mindformers_records_of_a_batch_are_its_records_one_by_one(tokenizer):
+    prompts, answers = [PROMPT, [300], PROMPT[:2]], [ANSWER, ANSWER[:1], []]
+    specials = (tokenizer.bos_token_id, tokenizer.gmask_token_id)
+    batch = records.mindformers_record(records.train_records(tokenizer, prompts, answers, 8, 8), *specials)
+    for index, (prompt, answer) in enumerate(zip(prompts, answers)):
+        one = records.mindformers_record(records.train_record(tokenizer, prompt, answer, 8, 8), *specials)
+        for name, column in one.items():
+            assert batch[name][index].tolist() == column.tolist(), name
 
 
 @given(prompt=text_ids, answer=text_ids, max_source_length=budgets, max_target_length=budgets)

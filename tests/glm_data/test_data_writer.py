@@ -5,7 +5,7 @@ import pytest
 from mindspore.mindrecord import FileWriter
 
 from glm_data import read_records, records
-from glm_data.writer import MindRecordOutput, encode_row
+from glm_data.writer import MindRecordOutput, encode_row, encode_rows
 
 
 def sample_records(layout, tokenizer):
@@ -34,6 +34,16 @@ def test_encode_row_is_what_filewriter_builds(layout, tokenizer, tmp_path):
         assert fields == ({"content": "内容", "summary": "摘要"} if layout == records.EVAL else None)
 
 
+@pytest.mark.parametrize("layout", [records.TRAIN, records.MINDFORMERS])
+def test_encode_rows_of_a_batch_are_the_rows_of_its_records(layout, tokenizer):
+    batch = records.train_records(tokenizer, [[300, 301, 302], [303], []], [[400, 401], [402, 403, 404], [405]], 6, 6)
+    if layout == records.MINDFORMERS:
+        batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+    blob_fields = tuple(sorted(batch))  # MindRecord's order
+    each = [encode_row({name: column[index] for name, column in batch.items()}, blob_fields)[0] for index in range(3)]
+    assert encode_rows(batch, blob_fields) == each
+
+
 @pytest.mark.parametrize("layout", [records.TRAIN, records.EVAL, records.MINDFORMERS])
 def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, tmp_path):
     schema = records.schema(layout, 12)
@@ -44,7 +54,8 @@ def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, 
     file_writer.write_raw_data(written)
     file_writer.commit()
     with MindRecordOutput(tmp_path / "ours.mindrecord", 1, schema, overwrite=False) as output:
-        output.write([encode_row(record, output.blob_fields) for record in written])
+        rows = [encode_row(record, output.blob_fields) for record in written]
+        output.write([blob for blob, _ in rows], [fields for _, fields in rows] if layout == records.EVAL else None)
         output.commit()
 
     ours, reference = list(read_records(tmp_path / "ours.mindrecord")), list(read_records(reference_file))
@@ -58,7 +69,7 @@ def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, 
 def test_nothing_appears_until_commit_and_an_error_removes_the_work(tmp_path, tokenizer):
     schema = records.schema(records.TRAIN, 12)
     with pytest.raises(KeyError), MindRecordOutput(tmp_path / "out.mindrecord", 2, schema, False) as output:
-        output.write([encode_row(record, output.blob_fields) for record in sample_records(records.TRAIN, tokenizer)])
+        output.write([encode_row(record, output.blob_fields)[0] for record in sample_records(records.TRAIN, tokenizer)])
         assert [path.name for path in tmp_path.iterdir()] == [output._directory.name]
         raise KeyError("interrupted")
     assert list(tmp_path.iterdir()) == []

@@ -1,13 +1,15 @@
 """ADGEN JSON lines -> MindRecord training or evaluation records (``glm-data adgen``).
 
-Reading, checking, tokenizing and building records happen in ``_LineEncoder``, chunk by chunk of
-lines, in this process or in a pool of worker processes (each loads the tokenizer once); this
-process writes the rows in input order, so the output does not depend on the number of workers.
+This process reads the input in blocks of whole lines; checking, tokenizing and building the rows
+of a block happen in ``_LineEncoder``, here or in a pool of worker processes (each loads the
+tokenizer once). This process writes the rows in input order, so the output does not depend on the
+number of workers.
 
 MindSpore is imported only where the output is written (``glm_data.writer``): the workers import
 this module and would otherwise spend seconds each importing a library they never use.
 """
 
+import io
 import json
 import multiprocessing
 import os
@@ -19,15 +21,14 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 from tqdm import tqdm
 
 from glm_data import records
 from glm_data.errors import DataError
-from glm_data.writer import MindRecordOutput, encode_row
+from glm_data.writer import MindRecordOutput, encode_row, encode_rows
 from glm_tokenizer import ChatGLMTokenizer
 
 MODES = ("train", "eval")
@@ -40,9 +41,8 @@ MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE = "malformed JSON", "missing colum
 NOT_UTF8 = "not UTF-8"
 BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 
-LINES_PER_CHUNK = 256  # lines a worker encodes per task: enough to hide the inter-process round trip
+BYTES_PER_CHUNK = 1 << 17  # input a worker encodes per task (about 350 ADGEN lines): one message each way
 CHUNKS_IN_FLIGHT_PER_WORKER = 4
-ROWS_PER_WRITE = 1000
 PROBLEMS_SHOWN = 10
 
 
@@ -80,7 +80,7 @@ class ConversionSummary:
     def add(self, chunk: "_EncodedChunk") -> None:
         """Count a chunk of encoded lines in (its skipped lines are noted by the caller)."""
         self.lines += chunk.lines
-        self.written += len(chunk.rows)
+        self.written += len(chunk.blobs)
         self.longest_prompt = max(self.longest_prompt, chunk.longest_prompt)
         self.longest_answer = max(self.longest_answer, chunk.longest_answer)
         self.prompts_truncated += chunk.prompts_truncated
@@ -175,20 +175,15 @@ def adgen_to_mindrecord(
         total=total_lines, unit="ex", desc="adgen", disable=not progress
     ) as bar:
         summary.startup_seconds = time.perf_counter() - start
-        rows = []
         for chunk in encoders.encode(input_file):
             for line_number, skipped in chunk.skipped:
                 _note_skipped(summary, input_file, line_number, skipped, strict)
             summary.add(chunk)
             bar.update(chunk.lines)
-            rows += chunk.rows
-            if len(rows) >= ROWS_PER_WRITE:
-                output.write(rows)
-                rows = []
+            output.write(chunk.blobs, chunk.fields)
         if summary.written == 0:
             skipped = ", ".join(f"{reason}: {count}" for reason, count in sorted(summary.skipped.items()))
             raise DataError(f"no example to write from {input_file}: {summary.lines} lines, skipped {skipped or '-'}")
-        output.write(rows)
         output.commit()
     summary.seconds = time.perf_counter() - start - summary.startup_seconds
     return summary
@@ -248,7 +243,7 @@ class _EncoderSettings:
     response_column: str
     history_column: Optional[str]
     prefix: str
-    blob_fields: tuple  # the output's column order, for writer.encode_row
+    blob_fields: tuple  # the output's column order, for writer.encode_rows
 
 
 @dataclass(frozen=True)
@@ -262,7 +257,8 @@ class _EncodedChunk:
     """Consecutive input lines, encoded: rows to write, lines skipped, and the counts the summary needs."""
 
     lines: int = 0
-    rows: list = field(default_factory=list)  # writer.encode_row results, in input order
+    blobs: list = field(default_factory=list)  # the rows' blobs (writer.encode_rows), in input order
+    fields: Optional[list] = None  # the rows' string columns, for a layout that has them
     skipped: list = field(default_factory=list)  # (line number, _Skipped), in input order
     longest_prompt: int = 0  # tokens before truncation
     longest_answer: int = 0
@@ -270,34 +266,62 @@ class _EncodedChunk:
     answers_truncated: int = 0
 
 
+class _Example(NamedTuple):  # a tuple: one is made per line
+    prompt: str  # what is tokenized: prefix, earlier rounds and query
+    query: str
+    answer: str
+
+
 class _LineEncoder:
-    """Reads, checks and tokenizes input lines, and encodes their records as MindRecord rows."""
+    """Reads and checks input lines, tokenizes them, and encodes their records as MindRecord rows."""
 
     def __init__(self, settings: _EncoderSettings):
         self.settings = settings
         self.tokenizer = ChatGLMTokenizer(settings.vocab_file)
-        # As records.train_record and eval_record cut them.
+        # As records.train_records and eval_record cut them.
         self.prompt_room = settings.max_source_length - (2 if settings.layout == records.EVAL else 1)
         self.answer_room = settings.max_target_length - 2
 
-    def encode_chunk(self, lines: list) -> _EncodedChunk:
-        """Encode ``[(line_number, raw bytes), …]``."""
-        chunk = _EncodedChunk(lines=len(lines))
-        for line_number, raw in lines:
-            outcome = self.encode_line(line_number, raw)
+    def encode_chunk(self, first_line_number: int, block: bytes) -> _EncodedChunk:
+        """Encode ``block``, whole input lines of which the first is line ``first_line_number``."""
+        chunk = _EncodedChunk()
+        examples = []
+        for line_number, raw in enumerate(io.BytesIO(block), start=first_line_number):
+            chunk.lines += 1
+            outcome = self.read_line(line_number, raw)
             if isinstance(outcome, _Skipped):
                 chunk.skipped.append((line_number, outcome))
             elif outcome is not None:
-                row, prompt_tokens, answer_tokens = outcome
-                chunk.rows.append(row)
-                chunk.longest_prompt = max(chunk.longest_prompt, prompt_tokens)
-                chunk.longest_answer = max(chunk.longest_answer, answer_tokens)
-                chunk.prompts_truncated += prompt_tokens > self.prompt_room
-                chunk.answers_truncated += answer_tokens > self.answer_room
+                examples.append(outcome)
+        if not examples:
+            return chunk
+        encode = self.tokenizer.encode
+        prompt_ids = [encode(example.prompt, add_special_tokens=False) for example in examples]
+        answer_ids = [encode(example.answer, add_special_tokens=False) for example in examples]
+        prompt_lengths, answer_lengths = list(map(len, prompt_ids)), list(map(len, answer_ids))
+        chunk.longest_prompt, chunk.longest_answer = max(prompt_lengths), max(answer_lengths)
+        chunk.prompts_truncated = sum(length > self.prompt_room for length in prompt_lengths)
+        chunk.answers_truncated = sum(length > self.answer_room for length in answer_lengths)
+        chunk.blobs, chunk.fields = self.encode_rows(examples, prompt_ids, answer_ids)
         return chunk
 
-    def encode_line(self, line_number: int, raw: bytes):
-        """``(row, prompt_tokens, answer_tokens)``, ``_Skipped``, or None for a blank line."""
+    def encode_rows(self, examples: list, prompt_ids: list, answer_ids: list) -> tuple:
+        """The MindRecord rows of tokenized examples: ``(blobs, fields or None)``."""
+        s, tokenizer = self.settings, self.tokenizer
+        lengths = (s.max_source_length, s.max_target_length)
+        if s.layout == records.EVAL:  # variable lengths: record by record
+            rows = []
+            for example, prompt, answer in zip(examples, prompt_ids, answer_ids):
+                record = records.eval_record(tokenizer, prompt, answer, *lengths, example.query, example.answer)
+                rows.append(encode_row(record, s.blob_fields))
+            return [blob for blob, _ in rows], [fields for _, fields in rows]
+        batch = records.train_records(tokenizer, prompt_ids, answer_ids, *lengths)
+        if s.layout == records.MINDFORMERS:
+            batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+        return encode_rows(batch, s.blob_fields), None
+
+    def read_line(self, line_number: int, raw: bytes):
+        """The ``_Example`` on line ``line_number``, ``_Skipped``, or None for a blank line."""
         s = self.settings
         try:
             text = raw.decode("utf-8")
@@ -328,17 +352,7 @@ class _LineEncoder:
             return _Skipped(EMPTY_PROMPT, f"empty {s.prompt_column!r}")
         if not answer:
             return _Skipped(EMPTY_ANSWER, f"empty {s.response_column!r}")
-
-        prompt_ids = self.tokenizer.encode(s.prefix + chat_prompt(query, history), add_special_tokens=False)
-        answer_ids = self.tokenizer.encode(answer, add_special_tokens=False)
-        lengths = (s.max_source_length, s.max_target_length)
-        if s.layout == records.EVAL:
-            record = records.eval_record(self.tokenizer, prompt_ids, answer_ids, *lengths, query, answer)
-        else:
-            record = records.train_record(self.tokenizer, prompt_ids, answer_ids, *lengths)
-        if s.layout == records.MINDFORMERS:
-            record = records.mindformers_record(record, self.tokenizer.bos_token_id, self.tokenizer.gmask_token_id)
-        return encode_row(record, s.blob_fields), len(prompt_ids), len(answer_ids)
+        return _Example(s.prefix + chat_prompt(query, history), query, answer)
 
 
 def _is_history(history) -> bool:
@@ -377,16 +391,17 @@ class _LineEncoders:
         Raises DataError if a worker process dies.
         """
         with open(input_file, "rb") as f:
-            chunks = _chunks(enumerate(f, start=1), LINES_PER_CHUNK)
+            blocks = _blocks(f, BYTES_PER_CHUNK)
             if self.executor is None:
                 encoder = _LineEncoder(self.settings)
-                yield from map(encoder.encode_chunk, chunks)
+                for first_line_number, block in blocks:
+                    yield encoder.encode_chunk(first_line_number, block)
                 return
             # A bounded window of chunks in flight: the input is read as fast as it is encoded, not at once.
             in_flight = deque()
             try:
-                for chunk in chunks:
-                    in_flight.append(self.executor.submit(_encode_chunk, chunk))
+                for first_line_number, block in blocks:
+                    in_flight.append(self.executor.submit(_encode_chunk, first_line_number, block))
                     if len(in_flight) == CHUNKS_IN_FLIGHT_PER_WORKER * self.workers:
                         yield in_flight.popleft().result()
                 while in_flight:
@@ -402,10 +417,12 @@ class _LineEncoders:
             self.executor.shutdown(wait=exc_type is None, cancel_futures=True)
 
 
-def _chunks(iterable, size: int) -> Iterator[list]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+def _blocks(f, size: int) -> Iterator[tuple]:
+    """``(first line number, block)``: the lines of binary file ``f`` in blocks of about ``size`` bytes."""
+    line_number = 1
+    while block := f.read(size) + f.readline():
+        yield line_number, block
+        line_number += block.count(b"\n")
 
 
 _worker_encoder: Optional[_LineEncoder] = None
@@ -427,5 +444,5 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _encode_chunk(lines: list) -> _EncodedChunk:
-    return _worker_encoder.encode_chunk(lines)
+def _encode_chunk(first_line_number: int, block: bytes) -> _EncodedChunk:
+    return _worker_encoder.encode_chunk(first_line_number, block)

@@ -14,6 +14,8 @@ Three layouts, told apart by their columns:
   ``attention_mask`` int32 ``[1, S, S]`` (1 = masked out).
 """
 
+from itertools import chain
+
 import numpy as np
 
 IGNORE_INDEX = -100
@@ -55,23 +57,35 @@ def layout_of(columns) -> str:
     raise ValueError(f"columns {sorted(columns)} match no glm-data layout ({dict(LAYOUT_COLUMNS)})")
 
 
-def train_record(tokenizer, prompt_ids, answer_ids, max_source_length: int, max_target_length: int) -> dict:
-    """One training record from the prompt's and the answer's text ids (no special tokens).
+def train_records(tokenizer, prompts, answers, max_source_length: int, max_target_length: int) -> dict:
+    """Training records of a batch of prompts and answers (text ids, no special tokens): ``input_ids``
+    and ``labels``, int32 ``[batch, max_source_length + max_target_length]``.
 
-    The prompt is cut to ``max_source_length - 1`` ids and the answer to ``max_target_length - 2``,
+    Each prompt is cut to ``max_source_length - 1`` ids and each answer to ``max_target_length - 2``,
     leaving room for ``[gMASK] <sop>`` and ``<eop>``.
     """
-    ids = tokenizer.build_inputs_with_special_tokens(
-        list(prompt_ids[: max_source_length - 1]), list(answer_ids[: max_target_length - 2])
+    build = tokenizer.build_inputs_with_special_tokens
+    sequences = [
+        build(list(prompt[: max_source_length - 1]), list(answer[: max_target_length - 2]))
+        for prompt, answer in zip(prompts, answers)
+    ]
+    seq_length = max_source_length + max_target_length
+    lengths = np.fromiter(map(len, sequences), np.intp, len(sequences))
+    input_ids = np.full((len(sequences), seq_length), tokenizer.pad_token_id, np.int32)
+    input_ids[np.arange(seq_length) < lengths[:, np.newaxis]] = np.fromiter(
+        chain.from_iterable(sequences), np.int32, lengths.sum()
     )
-    context_length = ids.index(tokenizer.bos_token_id)
-    padding = [tokenizer.pad_token_id] * (max_source_length + max_target_length - len(ids))
-    input_ids = np.array(ids + padding, np.int32)
     # The reference's labels: the ids from <sop> on, padded with <pad>, then every <pad> id turned into -100.
-    labels = input_ids.copy()
-    labels[:context_length] = IGNORE_INDEX
+    context_lengths = _first_index(input_ids, tokenizer.bos_token_id)[:, np.newaxis]
+    labels = np.where(np.arange(seq_length) >= context_lengths, input_ids, np.int32(IGNORE_INDEX))
     labels[labels == tokenizer.pad_token_id] = IGNORE_INDEX
     return {"input_ids": input_ids, "labels": labels}
+
+
+def train_record(tokenizer, prompt_ids, answer_ids, max_source_length: int, max_target_length: int) -> dict:
+    """One training record (int32 ``[S]`` arrays), as ``train_records`` builds it in a batch."""
+    batch = train_records(tokenizer, [prompt_ids], [answer_ids], max_source_length, max_target_length)
+    return {name: column[0] for name, column in batch.items()}
 
 
 def eval_record(
@@ -89,37 +103,44 @@ def eval_record(
 
 
 def mindformers_record(record: dict, bos_token_id: int, gmask_token_id: int) -> dict:
-    """MindFormers' four-column record from a ``train`` record."""
-    input_ids = record["input_ids"]
-    shifted_labels = np.append(record["labels"][1:], np.int32(IGNORE_INDEX)).astype(np.int32)
+    """MindFormers' four-column record from a ``train`` record, or a batch of them from a ``train_records`` batch."""
+    input_ids, labels = record["input_ids"], record["labels"]
+    shifted_labels = np.full_like(labels, IGNORE_INDEX)
+    shifted_labels[..., :-1] = labels[..., 1:]
     return {
         "input_ids": input_ids,
         "labels": shifted_labels,
         "position_ids": position_ids(input_ids, bos_token_id, gmask_token_id),
-        "attention_mask": attention_mask(input_ids, bos_token_id)[np.newaxis],
+        "attention_mask": attention_mask(input_ids, bos_token_id)[..., np.newaxis, :, :],
     }
 
 
 def position_ids(input_ids: np.ndarray, bos_token_id: int, gmask_token_id: int) -> np.ndarray:
-    """ChatGLM-6B's 2D positions, int32 ``[2, S]``: token positions, frozen at ``[gMASK]`` from ``<sop>`` on,
-    and block positions, 0 over the context and 1, 2, … from ``<sop>`` on."""
-    seq_length = len(input_ids)
-    context_length = _first_index(input_ids, bos_token_id)
-    positions = np.arange(seq_length, dtype=np.int32)
-    positions[context_length:] = _first_index(input_ids, gmask_token_id)
-    block_positions = np.zeros(seq_length, dtype=np.int32)
-    block_positions[context_length:] = np.arange(1, seq_length - context_length + 1)
-    return np.stack([positions, block_positions])
+    """ChatGLM-6B's 2D positions, int32 ``[2, S]`` (``[batch, 2, S]`` for a batch of ``input_ids``): token
+    positions, frozen at ``[gMASK]`` from ``<sop>`` on, and block positions, 0 over the context and 1, 2, …
+    from ``<sop>`` on."""
+    input_ids = np.asarray(input_ids)
+    columns = np.arange(input_ids.shape[-1], dtype=np.int32)
+    context_lengths = _first_index(input_ids, bos_token_id)[..., np.newaxis]
+    in_answer = columns >= context_lengths
+    positions = np.where(in_answer, _first_index(input_ids, gmask_token_id)[..., np.newaxis], columns)
+    block_positions = np.where(in_answer, columns - context_lengths + 1, 0)
+    return np.stack([positions, block_positions], axis=-2).astype(np.int32)
 
 
 def attention_mask(input_ids: np.ndarray, bos_token_id: int) -> np.ndarray:
-    """ChatGLM-6B's mask, int32 ``[S, S]``, 1 where attention is masked out: the context (up to ``<sop>``)
-    is seen by every position, the rest causally."""
-    seq_length = len(input_ids)
-    visible = np.tril(np.ones((seq_length, seq_length), dtype=bool))
-    visible[:, : _first_index(input_ids, bos_token_id)] = True
+    """ChatGLM-6B's mask, int32 ``[S, S]`` (``[batch, S, S]`` for a batch), 1 where attention is masked out:
+    the context (up to ``<sop>``) is seen by every position, the rest causally."""
+    input_ids = np.asarray(input_ids)
+    columns = np.arange(input_ids.shape[-1])
+    context_lengths = _first_index(input_ids, bos_token_id)[..., np.newaxis, np.newaxis]
+    visible = (columns <= columns[:, np.newaxis]) | (columns < context_lengths)
     return (~visible).astype(np.int32)
 
 
-def _first_index(ids: np.ndarray, token_id: int) -> int:
-    return int(np.flatnonzero(np.asarray(ids) == token_id)[0])
+def _first_index(ids: np.ndarray, token_id: int) -> np.ndarray:
+    """The index of the first ``token_id`` along the last axis of ``ids``; ValueError where there is none."""
+    found = ids == token_id
+    if not found.any(axis=-1).all():
+        raise ValueError(f"token id {token_id} missing from a sequence of ids")
+    return found.argmax(axis=-1)

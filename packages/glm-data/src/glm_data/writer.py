@@ -23,15 +23,30 @@ from glm_data.errors import DataError
 MAX_SPLITS = 1000  # MindRecord's limit on files per dataset
 
 
-def encode_row(record: dict, blob_fields: tuple) -> tuple:
-    """``record`` as a MindRecord row: ``(blob, fields)``.
+def encode_rows(columns: dict, blob_fields: tuple) -> list:
+    """The MindRecord blobs of a batch of records: ``columns`` maps each of ``blob_fields`` to an array
+    ``[batch, …]`` of the schema's dtype; row ``i`` of the result holds row ``i`` of each.
 
-    ``blob`` joins the arrays named in ``blob_fields`` (in that order, which is the file's), each
-    preceded by its byte length as 8 big-endian bytes; ``fields`` holds the other (string) columns,
-    or is None. Arrays must already have the schema's dtype.
+    A blob joins the arrays in ``blob_fields`` order (the file's), each preceded by its byte length
+    as 8 big-endian bytes when there is more than one.
     """
-    arrays = [np.ascontiguousarray(record[name]).tobytes() for name in blob_fields]
-    blob = arrays[0] if len(arrays) == 1 else b"".join(len(data).to_bytes(8, "big") + data for data in arrays)
+    parts = []
+    for name in blob_fields:
+        array = np.ascontiguousarray(columns[name])
+        array = array.reshape(len(array), -1).view(np.uint8)
+        if len(blob_fields) > 1:
+            length = np.frombuffer(array.shape[1].to_bytes(8, "big"), np.uint8)
+            parts.append(np.broadcast_to(length, (len(array), len(length))))
+        parts.append(array)
+    rows = np.concatenate(parts, axis=1)
+    data, width = rows.tobytes(), rows.shape[1]
+    return [data[start : start + width] for start in range(0, len(data), width)]
+
+
+def encode_row(record: dict, blob_fields: tuple) -> tuple:
+    """``record`` as a MindRecord row: ``(blob, fields)``, ``blob`` as ``encode_rows`` builds it and
+    ``fields`` the other (string) columns, or None."""
+    [blob] = encode_rows({name: np.asarray(record[name])[np.newaxis] for name in blob_fields}, blob_fields)
     fields = {name: value for name, value in record.items() if name not in blob_fields}
     return blob, fields or None
 
@@ -95,17 +110,16 @@ class MindRecordOutput:
                 " its row layout changed, and glm_data.writer.encode_row must follow it"
             )
 
-    def write(self, rows: list) -> None:
-        """Append ``encode_row`` results, in order."""
+    def write(self, blobs: list, fields: Optional[list] = None) -> None:
+        """Append rows, in order: their blobs (``encode_rows``, ``encode_row``) and, for a schema with
+        string columns, their fields."""
         from mindspore.mindrecord import SUCCESS
 
-        if not rows:
+        if not blobs:
             return
-        blobs = [blob for blob, _ in rows]
-        fields = [row_fields for _, row_fields in rows if row_fields]
         status = self._file_writer._writer._writer.write_raw_data({0: fields} if fields else {}, blobs, True, False)
         if status != SUCCESS:
-            raise RuntimeError(f"MindRecord failed to write {len(rows)} records to {self._directory}")
+            raise RuntimeError(f"MindRecord failed to write {len(blobs)} records to {self._directory}")
 
     def commit(self) -> None:
         """Finish the files (data and index) and move them to their final names."""
