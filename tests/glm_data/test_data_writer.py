@@ -1,11 +1,15 @@
-"""The MindRecord writer: rows encoded exactly as MindSpore's FileWriter encodes them, files moved into place whole."""
+"""The MindRecord writer: rows encoded exactly as MindSpore's FileWriter encodes them, the index it builds,
+files moved into place whole."""
+
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
 from mindspore.mindrecord import FileWriter
 
 from glm_data import read_records, records
-from glm_data.writer import MindRecordOutput, encode_row, encode_rows
+from glm_data.writer import MindRecordOutput, encode_row, encode_rows, output_files, write_index
 
 
 def sample_records(layout, tokenizer):
@@ -73,3 +77,39 @@ def test_nothing_appears_until_commit_and_an_error_removes_the_work(tmp_path, to
         assert [path.name for path in tmp_path.iterdir()] == [output._directory.name]
         raise KeyError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def index_tables(db_file):
+    with closing(sqlite3.connect(db_file)) as db:
+        return {
+            "sql": db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall(),
+            "INDEXES": db.execute("SELECT * FROM INDEXES ORDER BY ROW_ID").fetchall(),
+            "SHARD_NAME": db.execute("SELECT * FROM SHARD_NAME").fetchall(),
+        }
+
+
+@pytest.mark.parametrize("layout", [records.TRAIN, records.MINDFORMERS])
+def test_write_index_builds_the_index_mindspore_builds(layout, tokenizer, tmp_path):
+    # Records of varied lengths (MindRecord compresses int32 blobs), in writes of varied sizes, over
+    # 32 KB pages and two files: many pages, row groups and raw pages moved as MindSpore fills them.
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(300, 3000, rng.integers(1, 12))) for _ in range(6000)]
+    batch = records.train_records(tokenizer, prompts, prompts[::-1], 12, 12)
+    if layout == records.MINDFORMERS:
+        batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+    written = [{name: column[index] for name, column in batch.items()} for index in range(len(prompts))]
+    file_writer = FileWriter(str(tmp_path / "data.mindrecord"), shard_num=2)
+    file_writer.add_schema(records.schema(layout, 24))
+    file_writer.set_page_size(1 << 15)
+    for start, end in [(0, 1), (1, 2500), (2500, 2510), (2510, 6000)]:
+        file_writer.write_raw_data(written[start:end])
+    file_writer.commit()  # MindSpore's index
+
+    for data_file in output_files(tmp_path / "data.mindrecord", 2):
+        index_file = data_file.with_name(data_file.name + ".db")
+        reference = index_tables(index_file)
+        raw_pages, blob_pages = ({row[column] for row in reference["INDEXES"]} for column in (1, 5))
+        assert len(raw_pages) > 1 and len(blob_pages) > 2
+        index_file.unlink()
+        write_index(data_file)
+        assert index_tables(index_file) == reference
