@@ -1,9 +1,11 @@
 """ADGEN -> MindRecord: the golden records reproduced through the command, and every conversion option."""
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 
-from glm_data import chat_prompt, read_records
+from glm_data import adgen, chat_prompt, read_records, records
 from glm_data.cli import main
 
 EXAMPLE = {"content": "类型#裤*材质#牛仔布*风格#简约", "summary": "简约的牛仔裤。"}
@@ -70,6 +72,22 @@ def test_records_are_the_same_with_two_workers(write_lines, convert):
     assert summary.written == 599
     assert ids(read_records(one), "input_ids") == ids(read_records(two), "input_ids")
     assert ids(read_records(one), "labels") == ids(read_records(two), "labels")
+
+
+@pytest.mark.parametrize("layout", [records.TRAIN, records.EVAL])
+def test_worker_processes_encode_chunks_as_this_process_does(layout, write_lines, vocab_file, monkeypatch):
+    monkeypatch.setattr(adgen, "BYTES_PER_CHUNK", 400)  # about five lines a chunk
+    lines = [{"content": f"类型#裙*颜色#{i}号色", "summary": f"第{i}条裙子。"} for i in range(200)]
+    lines[30], lines[31] = {"content": "", "summary": "跳过"}, "not json"
+    input_file = write_lines(lines)
+    blob_fields = tuple(sorted(name for name, spec in records.schema(layout, 64).items() if "shape" in spec))
+    settings = adgen._EncoderSettings(str(vocab_file), layout, 32, 32, "content", "summary", None, "", blob_fields)
+    with adgen._LineEncoders(settings, workers=1) as alone:
+        expected = list(alone.encode(input_file))
+    with adgen._LineEncoders(settings, workers=3) as pool:
+        concurrent.futures.wait(pool.started)  # running: the workers get every chunk they have room for
+        assert list(pool.encode(input_file)) == expected
+    assert sum(chunk.lines for chunk in expected) == 200 and len(expected) > 20
 
 
 def test_num_splits_writes_that_many_files_read_back_in_order(write_lines, convert, tmp_path):

@@ -1,9 +1,9 @@
 """ADGEN JSON lines -> MindRecord training or evaluation records (``glm-data adgen``).
 
 This process reads the input in blocks of whole lines; checking, tokenizing and building the rows
-of a block happen in ``_LineEncoder``, here or in a pool of worker processes (each loads the
-tokenizer once). This process writes the rows in input order, so the output does not depend on the
-number of workers.
+of a block happen in ``_LineEncoder``, in a pool of worker processes (each loads the tokenizer once)
+or here, whenever this process would otherwise wait. It writes the rows in input order, so the
+output does not depend on the number of workers.
 
 MindSpore is imported only where the output is written (``glm_data.writer``): the workers import
 this module and would otherwise spend seconds each importing a library they never use.
@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,7 @@ NOT_UTF8 = "not UTF-8"
 BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 
 BYTES_PER_CHUNK = 1 << 17  # input a worker encodes per task (about 350 ADGEN lines): one message each way
-CHUNKS_IN_FLIGHT_PER_WORKER = 4
+CHUNKS_IN_FLIGHT = 4  # per encoding process: enough to keep the workers busy while this one writes
 PROBLEMS_SHOWN = 10
 
 
@@ -140,8 +140,9 @@ def adgen_to_mindrecord(
             then follows ChatGLM-6B's chat format (see ``chat_prompt``). A line without it, or with
             null or ``[]``, has no earlier round.
         overwrite: replace an existing output instead of refusing.
-        workers: processes tokenizing in parallel; the output is the same for any number. They are
-            spawned, so a script calling this with ``workers > 1`` needs ``if __name__ == "__main__":``.
+        workers: processes tokenizing in parallel, this one included; the output is the same for any
+            number. The others are spawned, so a script calling this with ``workers > 1`` needs
+            ``if __name__ == "__main__":``.
         strict: stop at the first malformed line instead of skipping it.
         progress: show a progress bar on stderr.
 
@@ -364,25 +365,28 @@ def _is_history(history) -> bool:
 
 
 class _LineEncoders:
-    """Encodes the lines of a file in order: here with ``workers=1``, else in a pool of processes.
+    """Encodes the lines of a file in order, in this process and ``workers - 1`` worker processes.
 
-    A process pool from concurrent.futures, not multiprocessing.Pool: when a worker dies (killed, out
-    of memory) it reports a broken pool where multiprocessing.Pool waits forever.
+    This process sends blocks of lines to the workers and writes what comes back; rather than wait for
+    a worker, it encodes the next block itself (so ``workers=1`` is this process alone). A process pool
+    from concurrent.futures, not multiprocessing.Pool: when a worker dies (killed, out of memory) it
+    reports a broken pool where multiprocessing.Pool waits forever.
     """
 
     def __init__(self, settings: _EncoderSettings, workers: int):
         self.settings = settings
         self.workers = workers
         self.executor = None
+        self.started = []  # a trivial task per worker process, submitted first: all done once they run
 
     def __enter__(self):
         if self.workers > 1:
             # spawn, not fork: this process may hold MindSpore's threads, which a forked child inherits mid-state.
             self.executor = ProcessPoolExecutor(
-                self.workers, multiprocessing.get_context("spawn"), _start_worker, (self.settings, os.getpid())
+                self.workers - 1, multiprocessing.get_context("spawn"), _start_worker, (self.settings, os.getpid())
             )
-            for _ in range(self.workers):  # start them now, to boot while this process opens the output
-                self.executor.submit(int)
+            # Start them now, to boot while this process opens the output.
+            self.started = [self.executor.submit(int) for _ in range(self.workers - 1)]
         return self
 
     def encode(self, input_file: Path) -> Iterator[_EncodedChunk]:
@@ -390,31 +394,44 @@ class _LineEncoders:
 
         Raises DataError if a worker process dies.
         """
-        with open(input_file, "rb") as f:
-            blocks = _blocks(f, BYTES_PER_CHUNK)
-            if self.executor is None:
-                encoder = _LineEncoder(self.settings)
-                for first_line_number, block in blocks:
-                    yield encoder.encode_chunk(first_line_number, block)
-                return
-            # A bounded window of chunks in flight: the input is read as fast as it is encoded, not at once.
-            in_flight = deque()
-            try:
-                for first_line_number, block in blocks:
-                    in_flight.append(self.executor.submit(_encode_chunk, first_line_number, block))
-                    if len(in_flight) == CHUNKS_IN_FLIGHT_PER_WORKER * self.workers:
-                        yield in_flight.popleft().result()
-                while in_flight:
-                    yield in_flight.popleft().result()
-            except BrokenProcessPool as error:
-                message = f"a worker process died while encoding {input_file} (killed, or out of memory?)"
-                raise DataError(message) from error
+        encoder = _LineEncoder(self.settings)
+        # Chunks in input order: futures of the workers' and this process's own, a bounded window of
+        # them, so that the input is read as fast as it is encoded, not at once.
+        in_flight = deque()
+        try:
+            with open(input_file, "rb") as f:
+                for first_line_number, block in _blocks(f, BYTES_PER_CHUNK):
+                    while in_flight and (len(in_flight) == CHUNKS_IN_FLIGHT * self.workers or _done(in_flight[0])):
+                        yield _result(in_flight.popleft())
+                    if self._worker_free(in_flight):
+                        in_flight.append(self.executor.submit(_encode_chunk, first_line_number, block))
+                    else:
+                        in_flight.append(encoder.encode_chunk(first_line_number, block))
+            while in_flight:
+                yield _result(in_flight.popleft())
+        except BrokenProcessPool as error:
+            message = f"a worker process died while encoding {input_file} (killed, or out of memory?)"
+            raise DataError(message) from error
+
+    def _worker_free(self, in_flight: deque) -> bool:
+        """Whether the workers have started and have room for one more chunk."""
+        if self.executor is None or not all(future.done() for future in self.started):
+            return False
+        return sum(isinstance(chunk, Future) for chunk in in_flight) < CHUNKS_IN_FLIGHT * (self.workers - 1)
 
     def __exit__(self, exc_type, *exc_info):
         if self.executor is not None:
             # After an error or an interruption, do not wait: a worker killed while replying would
             # leave its reply half written, and the wait for it endless.
             self.executor.shutdown(wait=exc_type is None, cancel_futures=True)
+
+
+def _done(chunk) -> bool:
+    return not isinstance(chunk, Future) or chunk.done()
+
+
+def _result(chunk) -> _EncodedChunk:
+    return chunk.result() if isinstance(chunk, Future) else chunk
 
 
 def _blocks(f, size: int) -> Iterator[tuple]:

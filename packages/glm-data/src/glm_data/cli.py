@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'[Round i]\\n问：…\\n答：…' chat format",
     )
     adgen.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    adgen.add_argument("--workers", type=int, default=1, help="tokenizing processes (same output for any number)")
+    adgen.add_argument(
+        "--workers", type=int, default=1, help="tokenizing processes, this one included (same output for any number)"
+    )
     adgen.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of skipping it")
     adgen.add_argument("--no_progress", action="store_true", help="do not show the progress bar")
     adgen.set_defaults(run=_run_adgen)
