@@ -1,11 +1,9 @@
 """ADGEN -> MindRecord: the golden records reproduced through the command, and every conversion option."""
 
-import concurrent.futures
-
 import numpy as np
 import pytest
 
-from glm_data import adgen, chat_prompt, read_records, records
+from glm_data import DataError, adgen, chat_prompt, read_records, records
 from glm_data.cli import main
 
 EXAMPLE = {"content": "类型#裤*材质#牛仔布*风格#简约", "summary": "简约的牛仔裤。"}
@@ -23,6 +21,12 @@ def run_cli(input_file, output_file, vocab_file, *options):
 
 def ids(records, column):
     return [record[column].tolist() for record in records]
+
+
+def encoder_settings(vocab_file, layout):
+    """What adgen_to_mindrecord gives its encoders for ``layout`` records of 32 + 32 tokens."""
+    blob_fields = tuple(sorted(name for name, spec in records.schema(layout, 64).items() if "shape" in spec))
+    return adgen._EncoderSettings(str(vocab_file), layout, 32, 32, "content", "summary", None, "", blob_fields)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -80,14 +84,23 @@ def test_worker_processes_encode_chunks_as_this_process_does(layout, write_lines
     lines = [{"content": f"类型#裙*颜色#{i}号色", "summary": f"第{i}条裙子。"} for i in range(200)]
     lines[30], lines[31] = {"content": "", "summary": "跳过"}, "not json"
     input_file = write_lines(lines)
-    blob_fields = tuple(sorted(name for name, spec in records.schema(layout, 64).items() if "shape" in spec))
-    settings = adgen._EncoderSettings(str(vocab_file), layout, 32, 32, "content", "summary", None, "", blob_fields)
+    settings = encoder_settings(vocab_file, layout)
     with adgen._LineEncoders(settings, workers=1) as alone:
         expected = list(alone.encode(input_file))
     with adgen._LineEncoders(settings, workers=3) as pool:
-        concurrent.futures.wait(pool.started)  # running: the workers get every chunk they have room for
+        assert pool.started(timeout=60)  # running: the workers get every chunk they have room for
         assert list(pool.encode(input_file)) == expected
     assert sum(chunk.lines for chunk in expected) == 200 and len(expected) > 20
+
+
+def test_a_worker_that_dies_is_an_error(write_lines, vocab_file):
+    input_file = write_lines([EXAMPLE] * 100)
+    with adgen._LineEncoders(encoder_settings(vocab_file, records.TRAIN), workers=2) as pool:
+        assert pool.started(timeout=60)
+        pool.processes[0].kill()
+        pool.processes[0].join()
+        with pytest.raises(DataError, match=r"a worker process died while encoding .*input.json"):
+            list(pool.encode(input_file))
 
 
 def test_num_splits_writes_that_many_files_read_back_in_order(write_lines, convert, tmp_path):

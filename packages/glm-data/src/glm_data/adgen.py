@@ -13,13 +13,13 @@ import io
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
@@ -43,6 +43,7 @@ BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 
 BYTES_PER_CHUNK = 1 << 17  # input a worker encodes per task (about 350 ADGEN lines): one message each way
 CHUNKS_IN_FLIGHT = 4  # per encoding process: enough to keep the workers busy while this one writes
+WORKER_EXIT_SECONDS = 5  # how long a worker may take to stop before it is killed
 PROBLEMS_SHOWN = 10
 
 
@@ -368,25 +369,32 @@ class _LineEncoders:
     """Encodes the lines of a file in order, in this process and ``workers - 1`` worker processes.
 
     This process sends blocks of lines to the workers and writes what comes back; rather than wait for
-    a worker, it encodes the next block itself (so ``workers=1`` is this process alone). A process pool
-    from concurrent.futures, not multiprocessing.Pool: when a worker dies (killed, out of memory) it
-    reports a broken pool where multiprocessing.Pool waits forever.
+    a worker, it encodes the next block itself (so ``workers=1`` is this process alone).
+
+    Each worker has a pipe of its own, whose far end only the worker holds: a worker that dies (killed,
+    out of memory) reads here as the end of its pipe, never as a wait. (A concurrent.futures pool keeps
+    both ends of its pipes here, and waits forever for the rest of a reply a killed worker had begun.)
     """
 
     def __init__(self, settings: _EncoderSettings, workers: int):
         self.settings = settings
         self.workers = workers
-        self.executor = None
-        self.started = []  # a trivial task per worker process, submitted first: all done once they run
+        self.processes = []
+        self.connections = []  # this process's end of each worker's pipe
+        self.running = []  # whether each worker has said it is ready
+        self.pending = Counter()  # blocks sent to each worker whose chunk has not been read yet
 
     def __enter__(self):
-        if self.workers > 1:
-            # spawn, not fork: this process may hold MindSpore's threads, which a forked child inherits mid-state.
-            self.executor = ProcessPoolExecutor(
-                self.workers - 1, multiprocessing.get_context("spawn"), _start_worker, (self.settings, os.getpid())
-            )
-            # Start them now, to boot while this process opens the output.
-            self.started = [self.executor.submit(int) for _ in range(self.workers - 1)]
+        # spawn, not fork: this process may hold MindSpore's threads, which a forked child inherits mid-state.
+        context = multiprocessing.get_context("spawn")
+        for _ in range(self.workers - 1):  # started now, to boot while this process opens the output
+            connection, worker_end = context.Pipe()
+            process = context.Process(target=_work, args=(worker_end, self.settings, os.getpid()), daemon=True)
+            process.start()
+            worker_end.close()
+            self.processes.append(process)
+            self.connections.append(connection)
+            self.running.append(False)
         return self
 
     def encode(self, input_file: Path) -> Iterator[_EncodedChunk]:
@@ -395,43 +403,67 @@ class _LineEncoders:
         Raises DataError if a worker process dies.
         """
         encoder = _LineEncoder(self.settings)
-        # Chunks in input order: futures of the workers' and this process's own, a bounded window of
-        # them, so that the input is read as fast as it is encoded, not at once.
+        # In input order: chunks encoded here, and the connections of workers encoding one. A bounded
+        # window of them, so that the input is read as fast as it is encoded, not at once.
         in_flight = deque()
         try:
             with open(input_file, "rb") as f:
                 for first_line_number, block in _blocks(f, BYTES_PER_CHUNK):
-                    while in_flight and (len(in_flight) == CHUNKS_IN_FLIGHT * self.workers or _done(in_flight[0])):
-                        yield _result(in_flight.popleft())
-                    if self._worker_free(in_flight):
-                        in_flight.append(self.executor.submit(_encode_chunk, first_line_number, block))
-                    else:
+                    while in_flight and (len(in_flight) == CHUNKS_IN_FLIGHT * self.workers or _back(in_flight[0])):
+                        yield self._take(in_flight.popleft())
+                    worker = self._free_worker()
+                    if worker is None:
                         in_flight.append(encoder.encode_chunk(first_line_number, block))
+                    else:
+                        self.connections[worker].send((first_line_number, block))
+                        self.pending[worker] += 1
+                        in_flight.append(self.connections[worker])
             while in_flight:
-                yield _result(in_flight.popleft())
-        except BrokenProcessPool as error:
-            message = f"a worker process died while encoding {input_file} (killed, or out of memory?)"
-            raise DataError(message) from error
+                yield self._take(in_flight.popleft())
+        except (EOFError, ConnectionError) as error:  # the end of a worker's pipe
+            raise DataError(f"a worker process died while encoding {input_file} (killed, or out of memory?)") from error
 
-    def _worker_free(self, in_flight: deque) -> bool:
-        """Whether the workers have started and have room for one more chunk."""
-        if self.executor is None or not all(future.done() for future in self.started):
-            return False
-        return sum(isinstance(chunk, Future) for chunk in in_flight) < CHUNKS_IN_FLIGHT * (self.workers - 1)
+    def started(self, timeout: float = 0) -> bool:
+        """Whether every worker is running, waiting up to ``timeout`` seconds for each."""
+        for worker, connection in enumerate(self.connections):
+            if not self.running[worker] and connection.poll(timeout):
+                self.running[worker] = connection.recv() == _READY
+        return all(self.running)
+
+    def _free_worker(self) -> Optional[int]:
+        """The running worker with the fewest blocks in hand, if it has room for one more."""
+        self.started()
+        running = [worker for worker, running in enumerate(self.running) if running]
+        worker = min(running, key=self.pending.__getitem__, default=None)
+        return worker if worker is not None and self.pending[worker] < CHUNKS_IN_FLIGHT else None
+
+    def _take(self, chunk) -> _EncodedChunk:
+        """``chunk`` if encoded here, else the chunk read from that connection."""
+        if isinstance(chunk, _EncodedChunk):
+            return chunk
+        reply = chunk.recv()
+        self.pending[self.connections.index(chunk)] -= 1
+        if isinstance(reply, Exception):  # raised in the worker
+            raise reply
+        return reply
 
     def __exit__(self, exc_type, *exc_info):
-        if self.executor is not None:
-            # After an error or an interruption, do not wait: a worker killed while replying would
-            # leave its reply half written, and the wait for it endless.
-            self.executor.shutdown(wait=exc_type is None, cancel_futures=True)
+        for connection, process in zip(self.connections, self.processes):
+            if exc_type is None:
+                with suppress(ConnectionError):
+                    connection.send(None)  # no more work
+            else:  # an error or an interruption: its work is of no use
+                process.terminate()
+            process.join(WORKER_EXIT_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            connection.close()
 
 
-def _done(chunk) -> bool:
-    return not isinstance(chunk, Future) or chunk.done()
-
-
-def _result(chunk) -> _EncodedChunk:
-    return chunk.result() if isinstance(chunk, Future) else chunk
+def _back(chunk) -> bool:
+    """Whether ``chunk`` (see ``_LineEncoders.encode``) is encoded, or can be read without waiting."""
+    return isinstance(chunk, _EncodedChunk) or chunk.poll()
 
 
 def _blocks(f, size: int) -> Iterator[tuple]:
@@ -442,16 +474,38 @@ def _blocks(f, size: int) -> Iterator[tuple]:
         line_number += block.count(b"\n")
 
 
-_worker_encoder: Optional[_LineEncoder] = None
+_READY = "ready"
 
 
-def _start_worker(settings: _EncoderSettings, parent_pid: int) -> None:
-    global _worker_encoder
+def _work(connection, settings: _EncoderSettings, parent_pid: int) -> None:
+    """A worker process: encode the blocks that come through ``connection``, until None, and send back their chunks."""
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers, which
     # would otherwise each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    _worker_encoder = _LineEncoder(settings)
+    encoder = _LineEncoder(settings)
+    # Blocks are read as they come, so that the parent never waits to send one while this process
+    # waits for it to read a chunk.
+    blocks = queue.SimpleQueue()
+    threading.Thread(target=_receive_blocks, args=(connection, blocks), daemon=True).start()
+    connection.send(_READY)
+    while (block := blocks.get()) is not None:
+        try:
+            reply = encoder.encode_chunk(*block)
+        except Exception as error:  # for the parent to raise
+            reply = error
+        connection.send(reply)
+
+
+def _receive_blocks(connection, blocks: queue.SimpleQueue) -> None:
+    while True:
+        try:
+            block = connection.recv()
+        except EOFError:  # the parent is gone
+            block = None
+        blocks.put(block)
+        if block is None:
+            return
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -459,7 +513,3 @@ def _exit_with_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(0.5)
     os._exit(1)
-
-
-def _encode_chunk(first_line_number: int, block: bytes) -> _EncodedChunk:
-    return _worker_encoder.encode_chunk(first_line_number, block)
