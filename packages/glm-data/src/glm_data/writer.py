@@ -200,25 +200,23 @@ def _index_rows(header: dict, data) -> Iterator[tuple]:
     """The ``INDEXES`` rows of a MindRecord file: its ``header`` and its bytes, ``data``."""
     pages = sorted(header["page"], key=lambda page: page["page_id"])
     blob_pages = {page["page_type_id"]: page for page in pages if page["page_type"] == "BLOB_DATA"}
-    schema_count = len(header["schema"])  # a record's raw data: a size per schema, then the data
+    # A record's raw data: its size for each schema, then the data; its blob: its size, then the blob.
+    raw_sizes = struct.Struct(f"={len(header['schema'])}Q")
+    blob_size = _SIZE
 
     def page_start(page):
         return header["header_size"] + header["page_size"] * page["page_id"]
 
-    def size(offset):
-        return _SIZE.unpack_from(data, offset)[0]
-
     for raw_page in (page for page in pages if page["page_type"] == "RAW_DATA"):
         # A row group: records whose raw data follow each other from an offset in this raw page, and
-        # whose blobs (each after its size) fill the blob page of the group's id from its start.
+        # whose blobs fill the blob page of the group's id from its start.
         for group in raw_page["row_group_ids"]:
             blob_page = blob_pages[group["id"]]
             raw_start, blob_start = page_start(raw_page), page_start(blob_page)
             raw_offset, blob_offset = group["offset"], 0
             for row_id in range(blob_page["start_row_id"], blob_page["end_row_id"]):
-                sizes = sum(size(raw_start + raw_offset + _SIZE.size * index) for index in range(schema_count))
-                raw_end = raw_offset + _SIZE.size * schema_count + sizes
-                blob_end = blob_offset + _SIZE.size + size(blob_start + blob_offset)
+                raw_end = raw_offset + raw_sizes.size + sum(raw_sizes.unpack_from(data, raw_start + raw_offset))
+                blob_end = blob_offset + blob_size.size + blob_size.unpack_from(data, blob_start + blob_offset)[0]
                 yield (row_id, raw_page["page_id"], raw_offset, raw_end, group["id"],
                        blob_page["page_id"], blob_offset, blob_end)
                 raw_offset, blob_offset = raw_end, blob_end
