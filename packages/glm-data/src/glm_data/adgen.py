@@ -42,7 +42,7 @@ NOT_UTF8 = "not UTF-8"
 BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 
 BYTES_PER_CHUNK = 1 << 17  # input a worker encodes per task (about 350 ADGEN lines): one message each way
-CHUNKS_IN_FLIGHT = 4  # per encoding process: enough to keep the workers busy while this one writes
+CHUNKS_IN_FLIGHT = 8  # per encoding process: enough to keep a worker busy while this one writes
 WORKER_EXIT_SECONDS = 5  # how long a worker may take to stop before it is killed
 PROBLEMS_SHOWN = 10
 
@@ -484,17 +484,20 @@ def _work(connection, settings: _EncoderSettings, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     encoder = _LineEncoder(settings)
-    # Blocks are read as they come, so that the parent never waits to send one while this process
-    # waits for it to read a chunk.
-    blocks = queue.SimpleQueue()
+    # Threads read the blocks and send the chunks: encoding never waits for the parent to read a chunk
+    # (larger than a pipe holds), nor the parent to send a block while this process waits for it.
+    blocks, chunks = queue.SimpleQueue(), queue.SimpleQueue()
     threading.Thread(target=_receive_blocks, args=(connection, blocks), daemon=True).start()
-    connection.send(_READY)
+    sender = threading.Thread(target=_send_chunks, args=(connection, chunks))
+    sender.start()
+    chunks.put(_READY)
     while (block := blocks.get()) is not None:
         try:
-            reply = encoder.encode_chunk(*block)
+            chunks.put(encoder.encode_chunk(*block))
         except Exception as error:  # for the parent to raise
-            reply = error
-        connection.send(reply)
+            chunks.put(error)
+    chunks.put(None)
+    sender.join()
 
 
 def _receive_blocks(connection, blocks: queue.SimpleQueue) -> None:
@@ -506,6 +509,12 @@ def _receive_blocks(connection, blocks: queue.SimpleQueue) -> None:
         blocks.put(block)
         if block is None:
             return
+
+
+def _send_chunks(connection, chunks: queue.SimpleQueue) -> None:
+    with suppress(ConnectionError):  # the parent is gone
+        while (chunk := chunks.get()) is not None:
+            connection.send(chunk)
 
 
 def _exit_with_parent(parent_pid: int) -> None:

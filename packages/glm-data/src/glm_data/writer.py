@@ -33,9 +33,10 @@ import numpy as np
 from glm_data.errors import DataError
 
 MAX_SPLITS = 1000  # MindRecord's limit on files per dataset
-# Rows handed to MindSpore's writer at once. Each call starts a few threads, and on a busy machine each
-# start waits for a core: 350 rows a call took twice as long as 2,000 or more.
-BYTES_PER_WRITE = 1 << 23
+# Rows handed to MindSpore's writer at once (about 2,000 training records). Each call starts a few
+# threads, and on a busy machine each start waits for a core: 350 rows a call took twice as long.
+# Not many more either: a call holds this process (GIL included), and the workers' chunks wait meanwhile.
+BYTES_PER_WRITE = 1 << 21
 _SIZE = struct.Struct("=Q")  # MindRecord's sizes: 8 bytes, native byte order
 
 # MindSpore's ShardIndexGenerator's tables for a file without index fields, in its words.
