@@ -20,6 +20,15 @@ class KernelProduct(nn.Cell):
         return self.product(x, w)
 
 
+class KernelProductWithBias(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.product = kernels.linear_operator(bias=True)
+
+    def construct(self, x, w, b):
+        return self.product(x, w, b)
+
+
 @pytest.fixture(scope="module")
 def product():
     assert kernels.linear_operator() is not None, "the kernel must build on the test machine"
@@ -44,6 +53,14 @@ def test_product_equals_numpy(product, rows, inner, out):
                                rtol=1e-5, atol=1e-4 * np.sqrt(inner))
 
 
+def test_bias_is_added_to_every_row():
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((3, 40), dtype=np.float32), rng.standard_normal((10, 40), dtype=np.float32)
+    bias = rng.standard_normal(10, dtype=np.float32)
+    with_bias = KernelProductWithBias()(ms.Tensor(x), ms.Tensor(w), ms.Tensor(bias)).asnumpy()
+    np.testing.assert_array_equal(with_bias, KernelProduct()(ms.Tensor(x), ms.Tensor(w)).asnumpy() + bias)
+
+
 def test_each_row_is_bitwise_the_same_alone_in_a_batch_and_on_any_thread_count(product):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((11, 100), dtype=np.float32)
@@ -52,6 +69,54 @@ def test_each_row_is_bitwise_the_same_alone_in_a_batch_and_on_any_thread_count(p
     for row in range(len(x)):
         np.testing.assert_array_equal(run(product, x[row:row + 1], w, threads=1 + row % 3), full[row:row + 1])
         np.testing.assert_array_equal(run(product, x[:row + 1], w, threads=3), full[:row + 1])
+
+
+class KernelAttention(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.attention = kernels.attention_operator()
+
+    def construct(self, q, k, v, mask, scale):
+        return self.attention(q, k, v, mask, scale)
+
+
+def reference_attention(q, k, v, mask, scale):
+    """SelfAttention's formula in float64: q [B, S, H, D], k/v [L, B, H, D], mask [B, 1, S, L]."""
+    scores = np.einsum("bshd,lbhd->bhsl", q.astype(np.float64), k.astype(np.float64))
+    scores = np.where(mask, -10000.0, scores) * scale  # [B, H, S, L]; the mask broadcasts over heads
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhsl,lbhd->bshd", probs, v.astype(np.float64))
+
+
+def attention_case(rng, batch=2, seq=3, heads=4, length=7, dim=20):
+    q = rng.standard_normal((batch, seq, heads, dim), dtype=np.float32)
+    k, v = (rng.standard_normal((length, batch, heads, dim), dtype=np.float32) for _ in range(2))
+    mask = rng.random((batch, 1, seq, length)) < 0.4
+    mask[..., 0] = False  # every query sees slot 0
+    return q, k, v, mask
+
+
+def run_attention(q, k, v, mask, scale):
+    return KernelAttention()(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), ms.Tensor(mask),
+                             ms.Tensor([scale], ms.float32)).asnumpy()
+
+
+def test_attention_equals_the_formula():
+    q, k, v, mask = attention_case(np.random.default_rng(2))
+    np.testing.assert_allclose(run_attention(q, k, v, mask, 3.0), reference_attention(q, k, v, mask, 3.0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_attention_over_extra_masked_slots_gives_the_same_bits():
+    """What lets a decode step over a partly filled cache reproduce a full forward exactly."""
+    rng = np.random.default_rng(3)
+    q, k, v, mask = attention_case(rng)
+    extra = 5
+    k_long = np.concatenate([rng.standard_normal((extra, *k.shape[1:]), dtype=np.float32), k])
+    v_long = np.concatenate([rng.standard_normal((extra, *v.shape[1:]), dtype=np.float32), v])
+    mask_long = np.concatenate([np.ones((*mask.shape[:3], extra), bool), mask], axis=-1)
+    np.testing.assert_array_equal(run_attention(q, k_long, v_long, mask_long, 2.0), run_attention(q, k, v, mask, 2.0))
 
 
 def test_inference_linear_uses_the_kernel_and_training_linear_does_not():
@@ -72,7 +137,7 @@ def test_build_is_cached_per_source_and_reused(tmp_path, monkeypatch):
 
 def test_failing_compiler_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("GLM_KERNEL_CACHE", str(tmp_path))
-    with pytest.raises(kernels.KernelBuildError, match=r"failed on .*linear\.cc"):
+    with pytest.raises(kernels.KernelBuildError, match=r"failed on attention\.cc, linear\.cc"):
         kernels.build(compiler="false")
     assert list(tmp_path.iterdir()) == []
 

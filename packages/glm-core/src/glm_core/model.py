@@ -30,6 +30,11 @@ def mindspore_dtype(name: str):
     return _DTYPES[name]
 
 
+def runs_cpu_kernels(inference: bool, compute_dtype) -> bool:
+    """Whether a layer uses glm_core.kernels: inference layers computing in float32 on CPU."""
+    return inference and compute_dtype == ms.float32 and ms.get_context("device_target") == "CPU"
+
+
 class Linear(nn.Cell):
     """``y = x Wᵀ + b`` with ``W`` of checkpoint shape ``[out, in]``.
 
@@ -45,10 +50,10 @@ class Linear(nn.Cell):
         self.weight = Parameter(initializer(Normal(0.02), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
         kernel = None
-        if inference and compute_dtype == ms.float32 and ms.get_context("device_target") == "CPU":
+        if runs_cpu_kernels(inference, compute_dtype):
             from glm_core.kernels import linear_operator
 
-            kernel = linear_operator()
+            kernel = linear_operator(bias)
         self.uses_kernel = kernel is not None
         self.matmul = kernel if kernel is not None else ops.MatMul(transpose_b=True)
         self.out_features = out_features
@@ -58,6 +63,9 @@ class Linear(nn.Cell):
     def construct(self, x):
         leading = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
+        if self.uses_kernel:  # float32: no casts; the kernel adds the bias
+            y = self.matmul(x, self.weight) if self.bias is None else self.matmul(x, self.weight, self.bias)
+            return y.reshape(*leading, self.out_features)
         weight = self.weight.astype(self.compute_dtype) if self.cast_weight else self.weight
         y = self.matmul(x, weight)
         if self.bias is not None:
@@ -155,6 +163,12 @@ class SelfAttention(nn.Cell):
         self.query_scale = 1.0 / (math.sqrt(self.head_dim) * self.layer_scale)
         self.softmax_dtype = mindspore_dtype(config.softmax_compute_type)
         self.dropout = nn.Dropout(p=config.attention_dropout_rate) if config.attention_dropout_rate else None
+        self.kernel = None  # inference in float32 on CPU: glm_core.kernels' attention (no dropout)
+        if runs_cpu_kernels(inference, compute_dtype) and self.softmax_dtype == ms.float32:
+            from glm_core.kernels import attention_operator
+
+            self.kernel = attention_operator()
+            self.kernel_scale = Tensor([self.layer_scale], ms.float32)
 
     def construct(self, x, cos, sin, mask, cache=None, cache_positions=None):
         """``x``: ``[B, S, hidden]``; ``mask``: bool ``[B, 1, S, K]``, True = masked.
@@ -164,12 +178,18 @@ class SelfAttention(nn.Cell):
         """
         batch, seq = x.shape[0], x.shape[1]
         qkv = self.query_key_value(x).reshape(batch, seq, self.num_heads, 3 * self.head_dim)
-        query, key, value = ops.split(qkv, self.head_dim, axis=-1)
+        query, key, value = ops.split(qkv, self.head_dim, axis=-1)  # [B, S, H, D]
         query = self.rotary.rotate(query, cos, sin) * self.query_scale
         key = self.rotary.rotate(key, cos, sin)
-        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))  # [B, H, S, D]
         if cache is not None:
-            key, value = cache.update(cache_positions, key, value)
+            key, value = cache.update(cache_positions, key, value)  # [K, B, H, D]
+        else:
+            key, value = key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3)
+        if self.kernel is not None:
+            context = self.kernel(query, key, value, mask, self.kernel_scale)
+            return self.dense(context.reshape(batch, seq, -1))
+        query = query.transpose(0, 2, 1, 3)  # [B, H, S, D]
+        key, value = key.transpose(1, 2, 0, 3), value.transpose(1, 2, 0, 3)  # [B, H, K, D]
         scores = ops.BatchMatMul(transpose_b=True)(query, key)
         scores = ops.masked_fill(scores, mask, ops.scalar_to_tensor(MASKED_SCORE, scores.dtype))
         probs = ops.softmax(scores.astype(self.softmax_dtype) * self.layer_scale, axis=-1).astype(value.dtype)

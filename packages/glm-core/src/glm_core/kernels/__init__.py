@@ -1,14 +1,21 @@
 """CPU kernels of glm-core, compiled from C++ on first use and run by MindSpore as ``aot`` Custom operators.
 
-``linear.cc`` computes ``x @ w.T`` with ``w`` in the checkpoint layout ``[out, in]``. It streams the weights
-of a decode step near the memory bandwidth (MindSpore 2.10's CPU MatMul reaches about 60 % of it) and sums
-every output element in the same order for one row as for many, so incremental decoding reproduces a full
-forward exactly. Inference models use it for every Linear when they compute in float32 on CPU.
+Inference models computing in float32 on CPU use them:
+
+- ``linear.cc`` computes ``x @ w.T (+ b)`` with ``w`` in the checkpoint layout ``[out, in]``, for every
+  Linear. It streams a decode step's weights near the memory bandwidth (MindSpore 2.10's CPU MatMul reaches
+  about 60 % of it) and sums every output in the same order for one row as for many.
+- ``attention.cc`` computes attention over the KV cache as it lies in memory, slot-major ``[length, batch,
+  heads, head_dim]``, which MindSpore's ScatterUpdate writes in place (BatchMatMul would need the cache
+  transposed, a copy of all of it, on every step). Masked slots add exact zeros.
+- ``common.h``: the vector type and the helper threads both share.
+
+Together they make an incremental decode step reproduce a full forward bit for bit.
 
 The library is built with the system's C++ compiler (``$CXX``, else ``g++`` or ``c++``) for this machine
 (``-march=native``) into a cache folder (``$GLM_KERNEL_CACHE``, else ``~/.cache/glm/kernels``), once per
-source, compiler and CPU. Without a compiler, :func:`linear_operator` logs why and returns ``None``, and the
-model falls back to MindSpore's MatMul.
+source, compiler and CPU. Without a compiler the operators are ``None`` (a warning says why) and the model
+falls back to MindSpore's MatMul and BatchMatMul.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("linear.cc")
+SOURCES = sorted(Path(__file__).parent.glob("*.cc"))
+HEADERS = sorted(Path(__file__).parent.glob("*.h"))
 FLAGS = ("-O3", "-march=native", "-std=gnu++17", "-ffp-contract=fast", "-shared", "-fPIC", "-pthread")
 
 
 class KernelBuildError(RuntimeError):
-    """The C++ kernel could not be compiled; the message holds the compiler's output."""
+    """The C++ kernels could not be compiled; the message holds the compiler's output."""
 
 
 def cache_dir() -> Path:
@@ -63,7 +71,7 @@ def _compiler_version(compiler: str) -> str:
 
 
 def build(compiler: str | None = None) -> Path:
-    """Compile ``linear.cc`` unless a library for this source, compiler and CPU is cached; return its path.
+    """Compile the kernels unless a library for these sources, compiler and CPU is cached; return its path.
 
     The library is written under a temporary name and renamed into place, so concurrent builds (several
     ``msrun`` workers, say) never load a half-written file.
@@ -71,20 +79,21 @@ def build(compiler: str | None = None) -> Path:
     compiler = compiler or find_compiler()
     if compiler is None:
         raise KernelBuildError("no C++ compiler found (set CXX, or install g++)")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(),
-                                     _cpu_signature().encode()])).hexdigest()[:16]
-    library = cache_dir() / f"linear-{key}.so"
+    parts = [source.read_bytes() for source in (*SOURCES, *HEADERS)]
+    parts += [" ".join(FLAGS).encode(), _compiler_version(compiler).encode(), _cpu_signature().encode()]
+    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    library = cache_dir() / f"glm-kernels-{digest}.so"
     if library.is_file():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=".linear-", suffix=".so", dir=library.parent)
+    handle, partial = tempfile.mkstemp(prefix=".glm-kernels-", suffix=".so", dir=library.parent)
     os.close(handle)
     try:
-        result = subprocess.run([compiler, *FLAGS, "-o", partial, str(SOURCE)], capture_output=True, text=True,
-                                check=False)
+        result = subprocess.run([compiler, *FLAGS, "-o", partial, *map(str, SOURCES)], capture_output=True,
+                                text=True, check=False)
         if result.returncode != 0:
-            raise KernelBuildError(f"{compiler} failed on {SOURCE}:\n{result.stderr.strip()}")
+            names = ", ".join(source.name for source in SOURCES)
+            raise KernelBuildError(f"{compiler} failed on {names}:\n{result.stderr.strip()}")
         os.replace(partial, library)
     finally:
         if os.path.exists(partial):
@@ -97,8 +106,8 @@ def _library() -> Path | None:
     try:
         library = build()
     except (KernelBuildError, OSError) as error:
-        logger.warning("glm-core's CPU linear kernel is unavailable, falling back to MindSpore's MatMul "
-                       "(decoding will be slower): %s", error)
+        logger.warning("glm-core's CPU kernels are unavailable, falling back to MindSpore's MatMul and "
+                       "BatchMatMul (decoding will be slower): %s", error)
         return None
     _allow_in_mindspore(library.parent)
     set_threads(default_threads(), library)
@@ -117,20 +126,41 @@ def default_threads() -> int:
 
 
 def set_threads(threads: int, library: Path | None = None) -> None:
-    """Threads the linear kernel splits its output rows among (default: the CPUs this process may use)."""
+    """Threads the kernels split their work among (default: the CPUs this process may use)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     library = library or _library()
     if library is not None:
-        ctypes.CDLL(str(library)).glm_linear_set_threads(threads)
+        ctypes.CDLL(str(library)).glm_set_threads(threads)
 
 
-def linear_operator():
-    """A MindSpore op computing ``x @ w.T`` for float32 ``x [rows, in]`` and ``w [out, in]``, or ``None``."""
+def linear_operator(bias: bool = False):
+    """A MindSpore op computing ``x @ w.T (+ b)`` for float32 ``x [rows, in]``, ``w [out, in]``, ``b [out]``.
+
+    ``None`` when the kernel is unavailable.
+    """
     library = _library()
     if library is None:
         return None
     from mindspore import float32, ops
 
+    if bias:
+        return ops.Custom(f"{library}:glm_linear", out_shape=lambda x, w, b: [x[0], w[0]], out_dtype=float32,
+                          func_type="aot")
     return ops.Custom(f"{library}:glm_linear", out_shape=lambda x, w: [x[0], w[0]], out_dtype=float32,
+                      func_type="aot")
+
+
+def attention_operator():
+    """A MindSpore op computing GLM's attention; see ``attention.cc``. ``None`` when unavailable.
+
+    Inputs: query ``[B, S, H, D]``, keys and values ``[L, B, H, D]``, a bool mask ``[B, 1, S, L]`` (True =
+    masked) and the softmax scale ``[1]``; output ``[B, S, H, D]``, all float32.
+    """
+    library = _library()
+    if library is None:
+        return None
+    from mindspore import float32, ops
+
+    return ops.Custom(f"{library}:glm_attention", out_shape=lambda q, k, v, mask, scale: q, out_dtype=float32,
                       func_type="aot")
