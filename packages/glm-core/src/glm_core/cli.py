@@ -7,7 +7,6 @@ Each subcommand parses its flags and calls the function the Python API uses: ``i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -33,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     common.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for MindSpore's kernels and glm-core's linear kernel "
-                             "(default: MindSpore's own choice; the linear kernel uses every CPU)")
+                        help="CPU threads of glm-core's kernels, which do the heavy work (default: every CPU); "
+                             "MindSpore's own ops then run on one (they get N without a C++ compiler)")
 
     sampling = argparse.ArgumentParser(add_help=False)
     sampling.add_argument("--max-length", type=int, default=2048, metavar="N",
@@ -93,13 +92,9 @@ def _setup_mindspore(threads: int | None) -> None:
     if ms.get_context("device_target") != "CPU":  # set_device raises once kernels have run (in-process)
         ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
-    if threads is not None:
-        from glm_core import kernels
+    from glm_core import kernels
 
-        kernels.set_threads(threads)
-        # MindSpore refuses a second setting in one process (main() may run twice, as in tests).
-        with contextlib.suppress(RuntimeError):
-            ms.device_context.cpu.op_tuning.threads_num(threads)
+    kernels.configure_cpu_threads(threads)
 
 
 def _generation_options(args: argparse.Namespace) -> dict:
