@@ -17,6 +17,7 @@ namespace glm {
 namespace {
 
 constexpr float MASKED_SCORE = -10000.0f;
+constexpr float UNDERFLOW = -110.0f;  // float32 exp(x) is 0 for x < -103.98
 
 struct Attention {
   const float *q, *k, *v;
@@ -52,7 +53,10 @@ struct Attention {
           top = std::max(top, score[l]);
         }
         float total = 0.0f;
-        for (int64_t l = 0; l < length; ++l) total += score[l] = std::exp(score[l] - top);
+        for (int64_t l = 0; l < length; ++l) {
+          const float shifted = score[l] - top;  // below UNDERFLOW exp gives exactly 0: masked slots, mostly
+          total += score[l] = shifted < UNDERFLOW ? 0.0f : std::exp(shifted);
+        }
         float *result = out + ((b * seq + s) * heads + h) * dim;
         std::fill(result, result + dim, 0.0f);
         for (int64_t l = 0; l < length; ++l) {
