@@ -368,8 +368,8 @@ def _is_history(history) -> bool:
 class _LineEncoders:
     """Encodes the lines of a file in order, in this process and ``workers - 1`` worker processes.
 
-    This process sends blocks of lines to the workers and writes what comes back; rather than wait for
-    a worker, it encodes the next block itself (so ``workers=1`` is this process alone).
+    This process sends blocks of lines to the workers and yields what comes back, in order; rather
+    than wait for a worker, it encodes the next block itself (so ``workers=1`` is this process alone).
 
     Each worker has a pipe of its own, whose far end only the worker holds: a worker that dies (killed,
     out of memory) reads here as the end of its pipe, never as a wait. (A concurrent.futures pool keeps
@@ -433,8 +433,8 @@ class _LineEncoders:
     def _free_worker(self) -> Optional[int]:
         """The running worker with the fewest blocks in hand, if it has room for one more."""
         self.started()
-        running = [worker for worker, running in enumerate(self.running) if running]
-        worker = min(running, key=self.pending.__getitem__, default=None)
+        ready = [worker for worker, running in enumerate(self.running) if running]
+        worker = min(ready, key=self.pending.__getitem__, default=None)
         return worker if worker is not None and self.pending[worker] < CHUNKS_IN_FLIGHT else None
 
     def _take(self, chunk) -> _EncodedChunk:

@@ -1,11 +1,11 @@
 """Writing MindRecord files: whole or not at all, and without MindSpore's per-record Python overhead.
 
 ``FileWriter.write_raw_data`` spends about 40 µs a record in Python (it fetches its schema from C++
-several times per record and re-checks every array), more than tokenizing the record. So each row is
-encoded by ``encode_row`` -- byte for byte what FileWriter builds, checked against MindSpore's own
-code in ``tests/glm_data/test_data_writer.py`` -- in the tokenizing workers, and ``MindRecordOutput`` hands
-finished rows to the C++ writer that FileWriter itself calls. These are MindSpore 2.10 internals,
-hence the ``mindspore<2.11`` pin.
+several times per record and re-checks every array), more than tokenizing the record. So the rows
+are encoded by ``encode_rows``, a batch at a time -- byte for byte what FileWriter builds, checked
+against MindSpore's own code in ``tests/glm_data/test_data_writer.py`` -- in the tokenizing processes,
+and ``MindRecordOutput`` hands finished rows to the C++ writer that FileWriter itself calls. These are
+MindSpore 2.10 internals, hence the ``mindspore<2.11`` pin.
 
 Committing, MindSpore builds each file's ``.db`` index (SQLite: where each record lies in the file's
 pages) at about 10 µs a record, as long as writing the records. For files without index fields, which
@@ -65,6 +65,8 @@ def encode_rows(columns: dict, blob_fields: tuple) -> list:
     parts = []
     for name in blob_fields:
         array = np.ascontiguousarray(columns[name])
+        if not len(array):
+            return []
         array = array.reshape(len(array), -1).view(np.uint8)
         if len(blob_fields) > 1:
             length = np.frombuffer(array.shape[1].to_bytes(8, "big"), np.uint8)
