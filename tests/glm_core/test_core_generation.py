@@ -15,7 +15,7 @@ def test_greedy_generation_matches_golden_ids(golden_model, golden_case, case_in
 
 
 def test_incremental_logits_equal_a_full_forward_at_every_step(golden_model, golden_case):
-    """Prefill plus one-token decode steps give the logits of a full forward over the same prefix."""
+    """Prefill plus one-token decode steps give the logits of a full forward over the same prefix, bit for bit."""
     prompt = golden_case("forward")[1]["input_ids"]
     bucket = 64
     decoder = Decoder(golden_model, batch=1, cache_length=128)
@@ -25,7 +25,7 @@ def test_incremental_logits_equal_a_full_forward_at_every_step(golden_model, gol
     pad_count = ms.Tensor([bucket - len(prompt)], ms.int32)
     for step in range(12):
         full = golden_model(ms.Tensor([sequence], ms.int32)).asnumpy()[0, -1]
-        np.testing.assert_allclose(logits, full, atol=1e-4)
+        np.testing.assert_array_equal(logits, full)  # the CPU kernels sum in one order for any length
         token = int(full.argmax())
         sequence.append(token)
         slot = bucket + step
