@@ -42,8 +42,8 @@ ALWAYS_INLINE void relax() {
 }
 
 // Helper threads kept between calls: a decode step makes one call per Linear, and starting threads for
-// each would cost more than the smaller products themselves. Helpers spin briefly for the next call (the
-// Linears of a layer follow one another closely), then sleep so they leave the CPUs to MindSpore's ops.
+// each would cost more than the smaller products themselves. Between calls the helpers sleep, leaving the
+// CPUs to MindSpore's ops (spinning for the next call measured no faster).
 class Helpers {
  public:
   ~Helpers() { resize(0); }
@@ -63,9 +63,8 @@ class Helpers {
     while (unfinished_.load(std::memory_order_acquire) != 0) relax();
   }
 
- private:
-  static constexpr int SPINS = 0;
 
+ private:
   void resize(int helpers) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -83,9 +82,7 @@ class Helpers {
   // Helper `index` runs each task published after generation `seen`.
   void serve(int index, uint64_t seen) {
     for (;;) {
-      int spins = 0;
-      while (generation_.load(std::memory_order_acquire) == seen && spins++ < SPINS) relax();
-      if (generation_.load(std::memory_order_acquire) == seen) {
+      {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       }
