@@ -63,7 +63,6 @@ class Helpers {
     while (unfinished_.load(std::memory_order_acquire) != 0) relax();
   }
 
-
  private:
   void resize(int helpers) {
     {
