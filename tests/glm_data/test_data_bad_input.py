@@ -36,6 +36,8 @@ def writing_begun(directory):
         ('["类型#裙", "一条裙子。"]', "malformed JSON", "line 2: expected a JSON object, got list"),
         ('{"content": "类型#裙"}', "missing column", "line 2: missing column 'summary'"),
         ('{"content": 7, "summary": "裙子"}', "invalid value", "line 2: column 'content' must be a string, not int"),
+        ('{"content": "类型#裙", "summary": "a \\ud800 b"}', "invalid value",
+         "line 2: column 'summary' holds a lone surrogate \\ud800, not Unicode"),
     ],
 )
 def test_bad_line_is_skipped_and_listed_with_its_number(bad_line, reason, detail, write_lines, convert):

@@ -350,11 +350,27 @@ class _LineEncoder:
         if not _is_history(history):
             return _Skipped(INVALID_VALUE, f"column {s.history_column!r} must be a list of [query, response] pairs")
         query, answer = example[s.prompt_column], example[s.response_column]
+        if "\\u" in text:  # only a JSON escape can make a lone surrogate, which no tokenizer can encode
+            for column, value in ((s.prompt_column, query), (s.response_column, answer), (s.history_column, history)):
+                surrogate = _lone_surrogate(value)
+                if surrogate:
+                    return _Skipped(INVALID_VALUE, f"column {column!r} holds a lone surrogate {surrogate}, not Unicode")
         if not query:
             return _Skipped(EMPTY_PROMPT, f"empty {s.prompt_column!r}")
         if not answer:
             return _Skipped(EMPTY_ANSWER, f"empty {s.response_column!r}")
         return _Example(s.prefix + chat_prompt(query, history), query, answer)
+
+
+def _lone_surrogate(value) -> str:
+    """The first lone surrogate in a string or a history (as ``\\udXXX``), or ``""``."""
+    texts = [value] if isinstance(value, str) else [text for turn in value or () for text in turn]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return f"\\u{ord(text[error.start]):04x}"
+    return ""
 
 
 def _is_history(history) -> bool:
