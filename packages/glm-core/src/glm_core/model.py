@@ -181,15 +181,18 @@ class SelfAttention(nn.Cell):
         query, key, value = ops.split(qkv, self.head_dim, axis=-1)  # [B, S, H, D]
         query = self.rotary.rotate(query, cos, sin) * self.query_scale
         key = self.rotary.rotate(key, cos, sin)
-        if cache is not None:
-            key, value = cache.update(cache_positions, key, value)  # [K, B, H, D]
-        else:
-            key, value = key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3)
-        if self.kernel is not None:
+        if self.kernel is not None:  # keys and values slot-major, [K, B, H, D], as the cache holds them
+            if cache is not None:
+                key, value = cache.update(cache_positions, key, value)
+            else:
+                key, value = key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3)
             context = self.kernel(query, key, value, mask, self.kernel_scale)
             return self.dense(context.reshape(batch, seq, -1))
         query = query.transpose(0, 2, 1, 3)  # [B, H, S, D]
-        key, value = key.transpose(1, 2, 0, 3), value.transpose(1, 2, 0, 3)  # [B, H, K, D]
+        if cache is not None:
+            key, value = (t.transpose(1, 2, 0, 3) for t in cache.update(cache_positions, key, value))  # [B, H, K, D]
+        else:
+            key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
         scores = ops.BatchMatMul(transpose_b=True)(query, key)
         scores = ops.masked_fill(scores, mask, ops.scalar_to_tensor(MASKED_SCORE, scores.dtype))
         probs = ops.softmax(scores.astype(self.softmax_dtype) * self.layer_scale, axis=-1).astype(value.dtype)
