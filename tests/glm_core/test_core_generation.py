@@ -92,3 +92,18 @@ def test_generation_compiles_its_graphs_even_in_pynative_mode(golden_config, gol
         ms.set_context(mode=ms.GRAPH_MODE)
     assert output.tolist() == case["output_ids"]
     assert model.generation_stats.compile_seconds > 0
+
+
+@pytest.mark.parametrize("case_index", [0, 4])
+def test_without_the_cpu_kernels_mindspore_operators_give_the_golden_ids(golden_config, golden_state, golden_case,
+                                                                         monkeypatch, case_index):
+    """The fallback (no C++ compiler): MatMul, BatchMatMul and the KV cache read through transposes."""
+    from glm_core import GLMForPreTraining, kernels
+    from glm_core.checkpoint import load_state
+
+    monkeypatch.setattr(kernels, "_library", lambda: None)
+    model = GLMForPreTraining(golden_config, inference=True)
+    assert not model.lm_head.uses_kernel and model.transformer.layers[0].attention.kernel is None
+    load_state(model, golden_state)
+    case = golden_case("generate")[case_index]
+    assert model.generate(np.array(case["input_ids"]), max_length=case["max_length"]).tolist() == case["output_ids"]
