@@ -51,8 +51,9 @@ def cache_dir() -> Path:
 
 def find_compiler() -> str | None:
     for candidate in (os.environ.get("CXX"), "g++", "c++"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
+        path = shutil.which(candidate) if candidate else None
+        if path:
+            return path
     return None
 
 
