@@ -53,9 +53,9 @@ class KVCache(nn.Cell):
         self.value = Parameter(Tensor(np.zeros(shape), dtype), name=f"kv_cache.{layer}.value", requires_grad=False)
 
     def update(self, positions, key, value):
-        """Write ``key``/``value`` ``[B, S, H, D]`` at cache slots ``positions`` (int32 ``[S]``); return the caches."""
-        return (ops.scatter_update(self.key, positions, key.astype(self.key.dtype).transpose(1, 0, 2, 3)),
-                ops.scatter_update(self.value, positions, value.astype(self.value.dtype).transpose(1, 0, 2, 3)))
+        """Write ``key``/``value`` ``[S, B, H, D]`` at cache slots ``positions`` (int32 ``[S]``); return the caches."""
+        return (ops.scatter_update(self.key, positions, key.astype(self.key.dtype)),
+                ops.scatter_update(self.value, positions, value.astype(self.value.dtype)))
 
 
 class Prefill(nn.Cell):

@@ -42,10 +42,12 @@ class Linear(nn.Cell):
     streams a decode step's weights near the memory bandwidth and sums each output in the same order for
     one row as for many, so a one-token decode step reproduces a full forward exactly. Training Linears
     (which need gradients), float16 ones and other devices use MindSpore's MatMul.
+
+    ``gelu=True`` applies the MLP's tanh GELU to the output (inside the kernel when there is one).
     """
 
     def __init__(self, in_features, out_features, bias=True, inference=False,
-                 param_dtype=ms.float32, compute_dtype=ms.float32):
+                 param_dtype=ms.float32, compute_dtype=ms.float32, gelu=False):
         super().__init__()
         self.weight = Parameter(initializer(Normal(0.02), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
@@ -53,12 +55,13 @@ class Linear(nn.Cell):
         if runs_cpu_kernels(inference, compute_dtype):
             from glm_core.kernels import linear_operator
 
-            kernel = linear_operator(bias)
+            kernel = linear_operator(bias, gelu)
         self.uses_kernel = kernel is not None
         self.matmul = kernel if kernel is not None else ops.MatMul(transpose_b=True)
         self.out_features = out_features
         self.compute_dtype = compute_dtype
         self.cast_weight = param_dtype != compute_dtype
+        self.gelu = gelu
 
     def construct(self, x):
         leading = x.shape[:-1]
@@ -70,6 +73,8 @@ class Linear(nn.Cell):
         y = self.matmul(x, weight)
         if self.bias is not None:
             y = y + (self.bias.astype(self.compute_dtype) if self.cast_weight else self.bias)
+        if self.gelu:
+            y = ops.gelu(y, approximate="tanh")
         return y.reshape(*leading, self.out_features)
 
 
@@ -163,12 +168,13 @@ class SelfAttention(nn.Cell):
         self.query_scale = 1.0 / (math.sqrt(self.head_dim) * self.layer_scale)
         self.softmax_dtype = mindspore_dtype(config.softmax_compute_type)
         self.dropout = nn.Dropout(p=config.attention_dropout_rate) if config.attention_dropout_rate else None
-        self.kernel = None  # inference in float32 on CPU: glm_core.kernels' attention (no dropout)
+        self.kernel = None  # inference in float32 on CPU: glm_core.kernels' rotary and attention (no dropout)
         if runs_cpu_kernels(inference, compute_dtype) and self.softmax_dtype == ms.float32:
-            from glm_core.kernels import attention_operator
+            from glm_core.kernels import attention_operator, rotary_operator
 
-            self.kernel = attention_operator()
+            self.kernel, self.rotary_kernel = attention_operator(), rotary_operator(self.num_heads, self.head_dim)
             self.kernel_scale = Tensor([self.layer_scale], ms.float32)
+            self.kernel_query_scale = Tensor([self.query_scale], ms.float32)
 
     def construct(self, x, cos, sin, mask, cache=None, cache_positions=None):
         """``x``: ``[B, S, hidden]``; ``mask``: bool ``[B, 1, S, K]``, True = masked.
@@ -177,20 +183,20 @@ class SelfAttention(nn.Cell):
         values are written at ``cache_positions`` and attention runs over the whole cache, K = its length.
         """
         batch, seq = x.shape[0], x.shape[1]
+        if self.kernel is not None:  # the same arithmetic in two kernels; keys and values slot-major [K, B, H, D]
+            query, key, value = self.rotary_kernel(self.query_key_value(x), cos, sin, self.kernel_query_scale)
+            if cache is not None:
+                key, value = cache.update(cache_positions, key, value)
+            context = self.kernel(query, key, value, mask, self.kernel_scale)
+            return self.dense(context.reshape(batch, seq, -1))
         qkv = self.query_key_value(x).reshape(batch, seq, self.num_heads, 3 * self.head_dim)
         query, key, value = ops.split(qkv, self.head_dim, axis=-1)  # [B, S, H, D]
         query = self.rotary.rotate(query, cos, sin) * self.query_scale
         key = self.rotary.rotate(key, cos, sin)
-        if self.kernel is not None:  # keys and values slot-major, [K, B, H, D], as the cache holds them
-            if cache is not None:
-                key, value = cache.update(cache_positions, key, value)
-            else:
-                key, value = key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3)
-            context = self.kernel(query, key, value, mask, self.kernel_scale)
-            return self.dense(context.reshape(batch, seq, -1))
         query = query.transpose(0, 2, 1, 3)  # [B, H, S, D]
         if cache is not None:
-            key, value = (t.transpose(1, 2, 0, 3) for t in cache.update(cache_positions, key, value))  # [B, H, K, D]
+            key, value = cache.update(cache_positions, key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3))
+            key, value = key.transpose(1, 2, 0, 3), value.transpose(1, 2, 0, 3)  # [B, H, K, D]
         else:
             key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
         scores = ops.BatchMatMul(transpose_b=True)(query, key)
@@ -209,12 +215,12 @@ class MLP(nn.Cell):
         super().__init__()
         param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
         self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, inference,
-                                    param_dtype, compute_dtype)
+                                    param_dtype, compute_dtype, gelu=True)
         self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, inference,
                                     param_dtype, compute_dtype)
 
     def construct(self, x):
-        return self.dense_4h_to_h(ops.gelu(self.dense_h_to_4h(x), approximate="tanh"))
+        return self.dense_4h_to_h(self.dense_h_to_4h(x))  # dense_h_to_4h applies the GELU
 
 
 class GLMBlock(nn.Cell):

@@ -8,7 +8,9 @@ Inference models computing in float32 on CPU use them:
 - ``attention.cc`` computes attention over the KV cache as it lies in memory, slot-major ``[length, batch,
   heads, head_dim]``, which MindSpore's ScatterUpdate writes in place (BatchMatMul would need the cache
   transposed, a copy of all of it, on every step). Masked slots add exact zeros.
-- ``common.h``: the vector type and the helper threads both share.
+- ``rotary.cc`` applies GLM's 2D rotary embedding to the fused QKV output and writes keys and values
+  slot-major, one operator in place of a dozen small ones.
+- ``common.h``: the vector type and the helper threads they share.
 
 Together they make an incremental decode step reproduce a full forward bit for bit.
 
@@ -152,21 +154,21 @@ def configure_cpu_threads(threads: int | None = None) -> None:
         ms.device_context.cpu.op_tuning.threads_num(1 if _library() is not None else threads)
 
 
-def linear_operator(bias: bool = False):
+def linear_operator(bias: bool = False, gelu: bool = False):
     """A MindSpore op computing ``x @ w.T (+ b)`` for float32 ``x [rows, in]``, ``w [out, in]``, ``b [out]``.
 
-    ``None`` when the kernel is unavailable.
+    ``gelu=True``: the MLP's tanh GELU applied to every output (the original's formula). ``None`` when the
+    kernel is unavailable.
     """
     library = _library()
     if library is None:
         return None
     from mindspore import float32, ops
 
+    symbol = f"{library}:{'glm_linear_gelu' if gelu else 'glm_linear'}"
     if bias:
-        return ops.Custom(f"{library}:glm_linear", out_shape=lambda x, w, b: [x[0], w[0]], out_dtype=float32,
-                          func_type="aot")
-    return ops.Custom(f"{library}:glm_linear", out_shape=lambda x, w: [x[0], w[0]], out_dtype=float32,
-                      func_type="aot")
+        return ops.Custom(symbol, out_shape=lambda x, w, b: [x[0], w[0]], out_dtype=float32, func_type="aot")
+    return ops.Custom(symbol, out_shape=lambda x, w: [x[0], w[0]], out_dtype=float32, func_type="aot")
 
 
 def attention_operator():
@@ -181,4 +183,24 @@ def attention_operator():
     from mindspore import float32, ops
 
     return ops.Custom(f"{library}:glm_attention", out_shape=lambda q, k, v, mask, scale: q, out_dtype=float32,
+                      func_type="aot")
+
+
+def rotary_operator(heads: int, head_dim: int):
+    """A MindSpore op applying GLM's 2D rotary embedding to the fused QKV output; see ``rotary.cc``.
+
+    Inputs: qkv ``[B, S, heads * 3 * head_dim]``, cos and sin ``[B, S, 1, head_dim]``, the query scale
+    ``[1]``; outputs: query ``[B, S, heads, head_dim]``, keys and values ``[S, B, heads, head_dim]``, all
+    float32. ``None`` when unavailable.
+    """
+    library = _library()
+    if library is None:
+        return None
+    from mindspore import float32, ops
+
+    def shapes(qkv, cos, sin, scale):
+        batch, seq = qkv[0], qkv[1]
+        return [batch, seq, heads, head_dim], [seq, batch, heads, head_dim], [seq, batch, heads, head_dim]
+
+    return ops.Custom(f"{library}:glm_rotary", out_shape=shapes, out_dtype=(float32, float32, float32),
                       func_type="aot")

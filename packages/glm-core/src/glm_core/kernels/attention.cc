@@ -38,34 +38,48 @@ struct Attention {
     return total;
   }
 
-  // Every query of (batch row, head) pairs first..last-1, numbered b * heads + h.
-  void pairs(int64_t first, int64_t last, std::vector<float> &score) const {
+  // Query row `row` (= b * seq + s), heads first..last-1. Slots are the outer loop, so each slot's keys and
+  // values for these heads are read once, contiguously; every sum still runs over the slots in order.
+  void heads_of_row(int64_t row, int64_t first, int64_t last, std::vector<float> &score) const {
+    const int64_t b = row / seq, count = last - first;
     const int64_t stride = batch * heads * dim;  // from one slot to the next in k and v
-    for (int64_t pair = first; pair < last; ++pair) {
-      const int64_t b = pair / heads, h = pair % heads;
-      const float *keys = k + (b * heads + h) * dim, *values = v + (b * heads + h) * dim;
-      for (int64_t s = 0; s < seq; ++s) {
-        const float *query = q + ((b * seq + s) * heads + h) * dim;
-        const bool *masked = mask + (b * seq + s) * length;
-        float top = -INFINITY;
-        for (int64_t l = 0; l < length; ++l) {
-          score[l] = (masked[l] ? MASKED_SCORE : dot(query, keys + l * stride)) * scale;
-          top = std::max(top, score[l]);
-        }
-        float total = 0.0f;
-        for (int64_t l = 0; l < length; ++l) {
-          const float shifted = score[l] - top;  // below UNDERFLOW exp gives exactly 0: masked slots, mostly
-          total += score[l] = shifted < UNDERFLOW ? 0.0f : std::exp(shifted);
-        }
-        float *result = out + ((b * seq + s) * heads + h) * dim;
-        std::fill(result, result + dim, 0.0f);
-        for (int64_t l = 0; l < length; ++l) {
-          if (score[l] == 0.0f) continue;  // adds exact zeros: skipped, same bits
-          const float p = score[l] / total;
-          const float *value = values + l * stride;
-          for (int64_t d = 0; d < dim; ++d) result[d] = __builtin_fmaf(p, value[d], result[d]);
-        }
+    const bool *masked = mask + row * length;
+    const float *query = q + (row * heads + first) * dim;
+    const float *keys = k + (b * heads + first) * dim, *values = v + (b * heads + first) * dim;
+    float *result = out + (row * heads + first) * dim;
+    for (int64_t l = 0; l < length; ++l)
+      for (int64_t h = 0; h < count; ++h)
+        score[h * length + l] =
+            (masked[l] ? MASKED_SCORE : dot(query + h * dim, keys + l * stride + h * dim)) * scale;
+    std::vector<float> total(count, 0.0f);
+    for (int64_t h = 0; h < count; ++h) {
+      float *head = score.data() + h * length;
+      const float top = *std::max_element(head, head + length);
+      for (int64_t l = 0; l < length; ++l) {
+        const float shifted = head[l] - top;  // below UNDERFLOW exp gives exactly 0: masked slots, mostly
+        total[h] += head[l] = shifted < UNDERFLOW ? 0.0f : std::exp(shifted);
       }
+    }
+    std::fill(result, result + count * dim, 0.0f);
+    for (int64_t l = 0; l < length; ++l) {
+      for (int64_t h = 0; h < count; ++h) {
+        const float weight = score[h * length + l];
+        if (weight == 0.0f) continue;  // adds exact zeros: skipped, same bits
+        const float p = weight / total[h];
+        const float *value = values + l * stride + h * dim;
+        float *sum = result + h * dim;
+        for (int64_t d = 0; d < dim; ++d) sum[d] = __builtin_fmaf(p, value[d], sum[d]);
+      }
+    }
+  }
+
+  // Work items first..last-1, numbered (b * seq + s) * heads + h: each query row's heads in one pass.
+  void items(int64_t first, int64_t last) const {
+    std::vector<float> score(heads * length);
+    while (first < last) {
+      const int64_t row = first / heads, head = first % heads, end = std::min(last, (row + 1) * heads);
+      heads_of_row(row, head, head + (end - first), score);
+      first = end;
     }
   }
 };
@@ -92,14 +106,13 @@ extern "C" int glm_attention(int nparam, void **params, int *ndims, int64_t **sh
                                  static_cast<const float *>(params[2]), static_cast<const bool *>(params[3]),
                                  *static_cast<const float *>(params[4]), static_cast<float *>(params[5]),
                                  q[0], q[1], q[2], k[0], q[3]};
-  const int64_t pairs = attention.batch * attention.heads;
-  // A decode step's attention is a few microseconds of work: threads only pay off for prompts.
-  const int64_t work = pairs * attention.seq * attention.length * attention.dim;
-  const int threads = static_cast<int>(std::min<int64_t>({glm::thread_count.load(), pairs, 1 + work / (1 << 20)}));
-  const int64_t share = (pairs + threads - 1) / threads;
+  const int64_t items = attention.batch * attention.seq * attention.heads;
+  // Split by heads when there are threads to spare: a decode step's attention is ~100 us of cache reads.
+  const int64_t work = items * attention.length * attention.dim;
+  const int threads = static_cast<int>(std::min<int64_t>({glm::thread_count.load(), items, 1 + work / (1 << 16)}));
+  const int64_t share = (items + threads - 1) / threads;
   glm::helpers.run(threads, [&](int index) {
-    std::vector<float> score(attention.length);
-    attention.pairs(std::min(pairs, index * share), std::min(pairs, (index + 1) * share), score);
+    attention.items(std::min(items, index * share), std::min(items, (index + 1) * share));
   });
   return 0;
 }

@@ -1,5 +1,6 @@
 // y = x @ w.T (+ bias) for float32 x [rows, K], w [N, K] (the checkpoint layout): the Linear layers of glm_core's
 // inference models on CPU, called by MindSpore as an "aot" Custom operator (see kernels/__init__.py).
+// glm_linear_gelu applies the MLP's tanh GELU to each output as it is written, saving a pass and an operator.
 //
 // A one-token decode step is a matrix-vector product that reads every weight once, so it is bound by memory
 // bandwidth. Each weight row is streamed contiguously, OUTPUT_TILE rows at a time, against x held in cache,
@@ -9,6 +10,7 @@
 // tiled and split among threads: LANES sums accumulated over K in steps of LANES, added up by a fixed
 // tree, then the K % LANES tail. So a one-token decode step gives exactly the logits of a full forward.
 #include <algorithm>
+#include <cmath>
 
 #include "common.h"
 
@@ -20,6 +22,12 @@ struct Product {
   const float *x, *w, *bias;
   float *y;
   int64_t rows, k, n;
+  bool gelu;
+
+  // The original's gelu_impl, in its order: 0.5 x (1 + tanh(sqrt(2 / pi) x (1 + 0.044715 x^2))).
+  static float tanh_gelu(float v) {
+    return 0.5f * v * (1.0f + std::tanh(0.7978845608028654f * v * (1.0f + 0.044715f * v * v)));
+  }
 
   // The lane sums added up by halves, then the products of the k % LANES tail in order, then the bias.
   ALWAYS_INLINE float finish(Lanes sum, int64_t r, int64_t j) const {
@@ -29,7 +37,8 @@ struct Product {
       for (int i = 0; i < half; ++i) s[i] += s[i + half];
     float total = s[0];
     for (int64_t i = k / LANES * LANES; i < k; ++i) total = __builtin_fmaf(x[r * k + i], w[j * k + i], total);
-    return bias ? total + bias[j] : total;
+    if (bias) total += bias[j];
+    return gelu ? tanh_gelu(total) : total;
   }
 
   // Rows r..r+R-1 of x against rows j..j+C-1 of w: R * C lane sums held in registers.
@@ -70,12 +79,11 @@ struct Product {
 // Threads of every kernel; set from Python through ctypes on the same loaded library.
 extern "C" void glm_set_threads(int threads) { glm::thread_count.store(threads < 1 ? 1 : threads); }
 
+namespace {
+
 // MindSpore's aot signature: params = {x, w, y} or {x, w, bias, y}; returns non-zero on shapes or dtypes it
 // cannot handle.
-extern "C" int glm_linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                          void *extra) {
-  (void)stream;
-  (void)extra;
+int linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool gelu) {
   const bool has_bias = nparam == 4;
   if ((nparam != 3 && !has_bias) || ndims[0] != 2 || ndims[1] != 2 || shapes[0][1] != shapes[1][1])
     return 1;
@@ -83,8 +91,8 @@ extern "C" int glm_linear(int nparam, void **params, int *ndims, int64_t **shape
     if (std::strcmp(dtypes[i], "float32") != 0) return 1;
   if (has_bias && (ndims[2] != 1 || shapes[2][0] != shapes[1][0])) return 1;
   const glm::Product product{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                        has_bias ? static_cast<const float *>(params[2]) : nullptr,
-                        static_cast<float *>(params[nparam - 1]), shapes[0][0], shapes[0][1], shapes[1][0]};
+                             has_bias ? static_cast<const float *>(params[2]) : nullptr,
+                             static_cast<float *>(params[nparam - 1]), shapes[0][0], shapes[0][1], shapes[1][0], gelu};
   const int64_t n = product.n, tiles = (n + glm::OUTPUT_TILE - 1) / glm::OUTPUT_TILE;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(glm::thread_count.load(), tiles)));
   const int64_t share = (tiles + threads - 1) / threads * glm::OUTPUT_TILE;
@@ -92,4 +100,20 @@ extern "C" int glm_linear(int nparam, void **params, int *ndims, int64_t **shape
     product.outputs(std::min(n, index * share), std::min(n, (index + 1) * share));
   });
   return 0;
+}
+
+}  // namespace
+
+extern "C" int glm_linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                          void *extra) {
+  (void)stream;
+  (void)extra;
+  return linear(nparam, params, ndims, shapes, dtypes, false);
+}
+
+extern "C" int glm_linear_gelu(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  return linear(nparam, params, ndims, shapes, dtypes, true);
 }

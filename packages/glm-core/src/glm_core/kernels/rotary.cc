@@ -1,0 +1,80 @@
+// GLM's 2D rotary embedding for float32 on CPU, applied straight to the fused QKV output: one operator where
+// SelfAttention in model.py runs a split, eight elementwise ops, the query scaling and two transposes.
+//
+// qkv [B, S, H * 3 * D] holds per head [q, k, v]; cos and sin [B, S, 1, D] come from RotaryEmbedding2D (sin
+// carries rotate-half's signs). With swap(d) exchanging the two quarters of each half of a head,
+//   rotate(x)[d] = x[d] * cos[d] + x[swap(d)] * sin[d]
+//   query [B, S, H, D] = rotate(q) * scale        key [S, B, H, D] = rotate(k)        value [S, B, H, D] = v
+// Keys and values come out slot-major, the KV cache's layout. Every product and sum is rounded on its own,
+// as MindSpore's ops round them, so the results equal the operators it replaces bit for bit.
+#include <algorithm>
+
+#include "common.h"
+
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
+namespace glm {
+namespace {
+
+struct Rotary {
+  const float *qkv, *cos, *sin;
+  float scale, *query, *key, *value;
+  int64_t batch, seq, heads, dim;
+
+  void rotate(const float *x, const float *c, const float *s, float *out, float factor) const {
+    const int64_t quarter = dim / 4;
+    for (int64_t d = 0; d < dim; ++d) {
+      const int64_t swapped = (d / quarter) % 2 == 0 ? d + quarter : d - quarter;
+      out[d] = (x[d] * c[d] + x[swapped] * s[d]) * factor;  // times 1 is exact: keys as MindSpore rounds them
+    }
+  }
+
+  // Tokens first..last-1, numbered b * seq + s.
+  void tokens(int64_t first, int64_t last) const {
+    for (int64_t token = first; token < last; ++token) {
+      const int64_t b = token / seq, s = token % seq;
+      const float *c = cos + token * dim, *sn = sin + token * dim;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float *head = qkv + (token * heads + h) * 3 * dim;
+        const int64_t slot_major = ((s * batch + b) * heads + h) * dim;
+        rotate(head, c, sn, query + (token * heads + h) * dim, scale);
+        rotate(head + dim, c, sn, key + slot_major, 1.0f);
+        std::copy(head + 2 * dim, head + 3 * dim, value + slot_major);
+      }
+    }
+  }
+};
+
+}  // namespace
+}  // namespace glm
+
+#pragma GCC pop_options
+
+// MindSpore's aot signature: params = {qkv [B, S, H * 3 * D], cos [B, S, 1, D], sin [B, S, 1, D], scale [1],
+// query [B, S, H, D], key [S, B, H, D], value [S, B, H, D]}; returns non-zero on shapes or dtypes it cannot handle.
+extern "C" int glm_rotary(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                          void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 7 || ndims[0] != 3 || ndims[1] != 4 || ndims[2] != 4 || ndims[4] != 4) return 1;
+  for (int i = 0; i < nparam; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0) return 1;
+  const int64_t *out = shapes[4], batch = out[0], seq = out[1], heads = out[2], dim = out[3];
+  if (dim % 4 != 0 || shapes[0][0] != batch || shapes[0][1] != seq || shapes[0][2] != heads * 3 * dim) return 1;
+  for (int i : {1, 2})
+    if (shapes[i][0] != batch || shapes[i][1] != seq || shapes[i][2] != 1 || shapes[i][3] != dim) return 1;
+  const glm::Rotary rotary{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                           static_cast<const float *>(params[2]), *static_cast<const float *>(params[3]),
+                           static_cast<float *>(params[4]), static_cast<float *>(params[5]),
+                           static_cast<float *>(params[6]), batch, seq, heads, dim};
+  const int64_t tokens = batch * seq;
+  // A decode step's rotation is a few microseconds: threads only pay off for prompts.
+  const int threads = static_cast<int>(std::min<int64_t>({glm::thread_count.load(), tokens,
+                                                          1 + tokens * heads * dim / (1 << 16)}));
+  const int64_t share = (tokens + threads - 1) / threads;
+  glm::helpers.run(threads, [&](int index) {
+    rotary.tokens(std::min(tokens, index * share), std::min(tokens, (index + 1) * share));
+  });
+  return 0;
+}
