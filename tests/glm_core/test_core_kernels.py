@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from glm_core import kernels
-from glm_core.model import Linear
+from glm_core import GLMConfig, kernels
+from glm_core.model import Linear, RotaryEmbedding2D
 
 
 class KernelProduct(nn.Cell):
@@ -69,6 +69,85 @@ def test_each_row_is_bitwise_the_same_alone_in_a_batch_and_on_any_thread_count(p
     for row in range(len(x)):
         np.testing.assert_array_equal(run(product, x[row:row + 1], w, threads=1 + row % 3), full[row:row + 1])
         np.testing.assert_array_equal(run(product, x[:row + 1], w, threads=3), full[:row + 1])
+
+
+def test_many_calls_of_changing_shapes_and_thread_counts_stay_exact(product):
+    """Helpers claim chunks of each call as they wake; a late one must never touch the next call's work."""
+    rng = np.random.default_rng(5)
+    for call in range(60):
+        rows, inner, out = int(rng.integers(1, 5)), int(rng.integers(1, 70)), int(rng.integers(1, 300))
+        x = rng.standard_normal((rows, inner), dtype=np.float32)
+        w = rng.standard_normal((out, inner), dtype=np.float32)
+        alone = run(product, x, w, threads=1)
+        np.testing.assert_array_equal(run(product, x, w, threads=2 + call % 3), alone)
+        np.testing.assert_allclose(alone, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-3)
+
+
+class Apply(nn.Cell):
+    """Runs ``function`` in a graph."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def construct(self, *args):
+        return self.function(*args)
+
+
+def test_gelu_epilogue_is_the_originals_tanh_gelu():
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((3, 40), dtype=np.float32), rng.standard_normal((300, 40), dtype=np.float32)
+    bias = rng.standard_normal(300, dtype=np.float32)
+    linear = Linear(40, 300, inference=True, gelu=True)
+    linear.weight.set_data(ms.Tensor(w))
+    linear.bias.set_data(ms.Tensor(bias))
+    assert linear.uses_kernel
+    y = x.astype(np.float64) @ w.T.astype(np.float64) + bias
+    expected = 0.5 * y * (1.0 + np.tanh(0.7978845608028654 * y * (1.0 + 0.044715 * y * y)))
+    np.testing.assert_allclose(Apply(linear)(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def residual_connection(residual, output):
+    return residual * 7.483314773547883 + output
+
+
+def test_residual_epilogue_rounds_as_mindspores_mul_and_add():
+    """``r * alpha + (x W^T + b)`` from the kernel has the bits of MindSpore's Mul then Add on its output."""
+    rng = np.random.default_rng(7)
+    x, r = rng.standard_normal((5, 64), dtype=np.float32), rng.standard_normal((5, 48), dtype=np.float32)
+    fused = Linear(64, 48, inference=True, residual_scale=7.483314773547883)
+    plain = Linear(64, 48, inference=True)
+    for name in ("weight", "bias"):
+        value = ms.Tensor(rng.standard_normal(getattr(plain, name).shape, dtype=np.float32))
+        getattr(fused, name).set_data(value)
+        getattr(plain, name).set_data(value)
+    y = Apply(plain)(ms.Tensor(x))
+    expected = Apply(residual_connection)(ms.Tensor(r), y).asnumpy()
+    np.testing.assert_array_equal(Apply(fused)(ms.Tensor(x), ms.Tensor(r)).asnumpy(), expected)
+
+
+def test_rotary_kernel_gives_the_bits_of_the_mindspore_ops_it_replaces():
+    config = GLMConfig.from_name("glm_tiny")
+    heads, dim = config.num_heads, config.head_dim
+    rotary = RotaryEmbedding2D(config)
+    rng = np.random.default_rng(8)
+    batch, seq = 2, 5
+    qkv = rng.standard_normal((batch, seq, heads * 3 * dim), dtype=np.float32)
+    position_ids = ms.Tensor(rng.integers(0, config.seq_length, (batch, 2, seq)), ms.int32)
+    scale = 1 / (np.sqrt(dim) * 2)
+    cos, sin = Apply(rotary)(position_ids)
+    query, key, value = Apply(kernels.rotary_operator(heads, dim))(ms.Tensor(qkv), cos, sin,
+                                                                  ms.Tensor([scale], ms.float32))
+
+    def with_ops(qkv, cos, sin):
+        q, k, v = ms.ops.split(qkv.reshape(batch, seq, heads, 3 * dim), dim, axis=-1)
+        return (rotary.rotate(q, cos, sin) * scale, rotary.rotate(k, cos, sin).transpose(1, 0, 2, 3),
+                v.transpose(1, 0, 2, 3))
+
+    expected = Apply(with_ops)(ms.Tensor(qkv), cos, sin)
+    assert query.shape == (batch, seq, heads, dim) and key.shape == value.shape == (seq, batch, heads, dim)
+    for got, want in zip((query, key, value), expected):
+        np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
 
 
 class KernelAttention(nn.Cell):

@@ -63,6 +63,11 @@ class GLMConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def residual_alpha(self) -> float:
+        """GLM's residual scale: a block adds ``ln(x) * alpha`` to its attention and MLP outputs."""
+        return (2 * self.alpha_num_layers) ** 0.5
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the shape cannot form a GLM network."""
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "inner_hidden_size", "seq_length"):

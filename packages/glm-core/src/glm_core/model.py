@@ -43,11 +43,13 @@ class Linear(nn.Cell):
     one row as for many, so a one-token decode step reproduces a full forward exactly. Training Linears
     (which need gradients), float16 ones and other devices use MindSpore's MatMul.
 
-    ``gelu=True`` applies the MLP's tanh GELU to the output (inside the kernel when there is one).
+    ``gelu=True`` applies the MLP's tanh GELU to the output. ``residual_scale``: ``construct(x, residual)``
+    returns ``residual * residual_scale + (x Wᵀ + b)``, GLM's residual connection. The kernel does both as
+    it writes the output, rounding as MindSpore's ops would.
     """
 
     def __init__(self, in_features, out_features, bias=True, inference=False,
-                 param_dtype=ms.float32, compute_dtype=ms.float32, gelu=False):
+                 param_dtype=ms.float32, compute_dtype=ms.float32, gelu=False, residual_scale=None):
         super().__init__()
         self.weight = Parameter(initializer(Normal(0.02), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
@@ -55,19 +57,25 @@ class Linear(nn.Cell):
         if runs_cpu_kernels(inference, compute_dtype):
             from glm_core.kernels import linear_operator
 
-            kernel = linear_operator(bias, gelu)
+            kernel = linear_operator(bias, gelu, residual_scale is not None)
         self.uses_kernel = kernel is not None
         self.matmul = kernel if kernel is not None else ops.MatMul(transpose_b=True)
         self.out_features = out_features
         self.compute_dtype = compute_dtype
         self.cast_weight = param_dtype != compute_dtype
         self.gelu = gelu
+        self.residual_scale = residual_scale
+        self.kernel_residual_scale = Tensor([residual_scale or 0.0], ms.float32)
 
-    def construct(self, x):
+    def construct(self, x, residual=None):
         leading = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
-        if self.uses_kernel:  # float32: no casts; the kernel adds the bias
-            y = self.matmul(x, self.weight) if self.bias is None else self.matmul(x, self.weight, self.bias)
+        if self.uses_kernel:  # float32: no casts; the kernel adds the bias and the residual
+            if residual is not None:
+                y = self.matmul(x, self.weight, self.bias, residual.reshape(x.shape[0], -1),
+                                self.kernel_residual_scale)
+            else:
+                y = self.matmul(x, self.weight) if self.bias is None else self.matmul(x, self.weight, self.bias)
             return y.reshape(*leading, self.out_features)
         weight = self.weight.astype(self.compute_dtype) if self.cast_weight else self.weight
         y = self.matmul(x, weight)
@@ -75,7 +83,8 @@ class Linear(nn.Cell):
             y = y + (self.bias.astype(self.compute_dtype) if self.cast_weight else self.bias)
         if self.gelu:
             y = ops.gelu(y, approximate="tanh")
-        return y.reshape(*leading, self.out_features)
+        y = y.reshape(*leading, self.out_features)
+        return y if residual is None else residual * self.residual_scale + y
 
 
 class LayerNorm(nn.Cell):
@@ -160,7 +169,8 @@ class SelfAttention(nn.Cell):
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         self.query_key_value = Linear(config.hidden_size, 3 * config.hidden_size, True, inference,
                                       param_dtype, compute_dtype)
-        self.dense = Linear(config.hidden_size, config.hidden_size, True, inference, param_dtype, compute_dtype)
+        self.dense = Linear(config.hidden_size, config.hidden_size, True, inference, param_dtype, compute_dtype,
+                            residual_scale=config.residual_alpha)
         self.rotary = rotary
         # The original divides q by sqrt(d)·(layer_id + 1) and multiplies the scores back by (layer_id + 1)
         # in the softmax dtype: it keeps float16 scores in range. We do the same, so float32 matches too.
@@ -176,11 +186,12 @@ class SelfAttention(nn.Cell):
             self.kernel_scale = Tensor([self.layer_scale], ms.float32)
             self.kernel_query_scale = Tensor([self.query_scale], ms.float32)
 
-    def construct(self, x, cos, sin, mask, cache=None, cache_positions=None):
+    def construct(self, x, cos, sin, mask, cache=None, cache_positions=None, residual=None):
         """``x``: ``[B, S, hidden]``; ``mask``: bool ``[B, 1, S, K]``, True = masked.
 
         Without a cache, K = S. With ``cache`` (a :class:`glm_core.generation.KVCache`) the new keys and
         values are written at ``cache_positions`` and attention runs over the whole cache, K = its length.
+        With ``residual``, returns ``residual * alpha + attention`` (see :class:`Linear`).
         """
         batch, seq = x.shape[0], x.shape[1]
         if self.kernel is not None:  # the same arithmetic in two kernels; keys and values slot-major [K, B, H, D]
@@ -188,7 +199,7 @@ class SelfAttention(nn.Cell):
             if cache is not None:
                 key, value = cache.update(cache_positions, key, value)
             context = self.kernel(query, key, value, mask, self.kernel_scale)
-            return self.dense(context.reshape(batch, seq, -1))
+            return self.dense(context.reshape(batch, seq, -1), residual)
         qkv = self.query_key_value(x).reshape(batch, seq, self.num_heads, 3 * self.head_dim)
         query, key, value = ops.split(qkv, self.head_dim, axis=-1)  # [B, S, H, D]
         query = self.rotary.rotate(query, cos, sin) * self.query_scale
@@ -205,7 +216,7 @@ class SelfAttention(nn.Cell):
         if self.dropout is not None:
             probs = self.dropout(probs)
         context = ops.BatchMatMul()(probs, value).transpose(0, 2, 1, 3).reshape(batch, seq, -1)
-        return self.dense(context)
+        return self.dense(context, residual)
 
 
 class MLP(nn.Cell):
@@ -217,10 +228,11 @@ class MLP(nn.Cell):
         self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, inference,
                                     param_dtype, compute_dtype, gelu=True)
         self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, inference,
-                                    param_dtype, compute_dtype)
+                                    param_dtype, compute_dtype, residual_scale=config.residual_alpha)
 
-    def construct(self, x):
-        return self.dense_4h_to_h(self.dense_h_to_4h(x))  # dense_h_to_4h applies the GELU
+    def construct(self, x, residual=None):
+        """With ``residual``, returns ``residual * alpha + mlp`` (see :class:`Linear`)."""
+        return self.dense_4h_to_h(self.dense_h_to_4h(x), residual)  # dense_h_to_4h applies the GELU
 
 
 class GLMBlock(nn.Cell):
@@ -236,11 +248,15 @@ class GLMBlock(nn.Cell):
         self.attention = SelfAttention(config, layer_id, rotary, inference)
         self.post_attention_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
         self.mlp = MLP(config, inference)
-        self.alpha = math.sqrt(2 * config.alpha_num_layers)
+        self.alpha = config.residual_alpha
         self.dropout = nn.Dropout(p=config.hidden_dropout_rate) if config.hidden_dropout_rate else None
 
     def construct(self, x, cos, sin, mask, cache=None, cache_positions=None):
         attention_input = self.input_layernorm(x)
+        if self.dropout is None:  # the output Linears add ln(x) * alpha as they write (no separate ops)
+            x = self.attention(attention_input, cos, sin, mask, cache, cache_positions, residual=attention_input)
+            mlp_input = self.post_attention_layernorm(x)
+            return self.mlp(mlp_input, residual=mlp_input)
         attention_output = self.attention(attention_input, cos, sin, mask, cache, cache_positions)
         if self.dropout is not None:
             attention_output = self.dropout(attention_output)

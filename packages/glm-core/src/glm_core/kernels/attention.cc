@@ -110,9 +110,6 @@ extern "C" int glm_attention(int nparam, void **params, int *ndims, int64_t **sh
   // Split by heads when there are threads to spare: a decode step's attention is ~100 us of cache reads.
   const int64_t work = items * attention.length * attention.dim;
   const int threads = static_cast<int>(std::min<int64_t>({glm::thread_count.load(), items, 1 + work / (1 << 16)}));
-  const int64_t share = (items + threads - 1) / threads;
-  glm::helpers.run(threads, [&](int index) {
-    attention.items(std::min(items, index * share), std::min(items, (index + 1) * share));
-  });
+  glm::helpers.split(threads, items, [&](int64_t first, int64_t last) { attention.items(first, last); });
   return 0;
 }

@@ -2,6 +2,7 @@
 // among. Compiled into one library with linear.cc and attention.cc (see kernels/__init__.py).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -44,51 +45,82 @@ ALWAYS_INLINE void relax() {
 // Helper threads kept between calls: a decode step makes one call per Linear, and starting threads for
 // each would cost more than the smaller products themselves. Between calls the helpers sleep, leaving the
 // CPUs to MindSpore's ops (spinning for the next call measured no faster).
+//
+// Work is cut into chunks that the calling thread and the helpers claim as they get to them, so a helper
+// that wakes late, or a CPU that the machine lends elsewhere for a while, delays a call by one chunk at
+// most, not by its whole share. Which thread computes a chunk never changes the result.
 class Helpers {
  public:
   ~Helpers() { resize(0); }
 
-  // Runs task(0..count-1), task(0) on the calling thread and the others on helpers; returns when all are done.
-  void run(int count, const std::function<void(int)> &task) {
+  // Runs task(first, last) over consecutive ranges covering 0..items-1, on the calling thread and up to
+  // threads - 1 helpers; returns when every range is done.
+  void split(int threads, int64_t items, const std::function<void(int64_t, int64_t)> &task) {
+    if (items <= 0) return;
     std::lock_guard<std::mutex> calls(call_mutex_);
-    if (static_cast<int>(threads_.size()) != count - 1) resize(count - 1);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      task_ = &task;
-      unfinished_.store(count - 1, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+    if (threads > 1 && static_cast<int>(threads_.size()) != threads - 1) resize(threads - 1);
+    const int64_t chunks = threads > 1 ? std::min<int64_t>(items, CHUNKS_PER_THREAD * threads) : 1;
+    const uint64_t run = ++runs_ & 0xffffffffu;
+    task_ = &task;
+    items_ = items;
+    chunks_.store(chunks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    cursor_.store(run << 32, std::memory_order_release);
+    if (threads > 1) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        generation_.fetch_add(1, std::memory_order_release);
+      }
+      wake_.notify_all();
     }
-    wake_.notify_all();
-    task(0);
-    while (unfinished_.load(std::memory_order_acquire) != 0) relax();
+    work(run);
+    while (done_.load(std::memory_order_acquire) != chunks) relax();
+    cursor_.store(run << 32 | CLOSED, std::memory_order_release);  // helpers waking late find nothing left
   }
 
  private:
+  static constexpr int64_t CHUNKS_PER_THREAD = 8;
+  static constexpr uint64_t CLOSED = 0xffffffffu;
+
+  // Claims and runs chunks of run `run` until none is left. The claim (a compare-and-swap on the run and
+  // the next chunk together) fails once the run is over, so a late helper never touches a finished call.
+  void work(uint64_t run) {
+    uint64_t cursor = cursor_.load(std::memory_order_acquire);
+    for (;;) {
+      const uint64_t chunk = cursor & CLOSED;
+      if (cursor >> 32 != run || chunk >= static_cast<uint64_t>(chunks_.load(std::memory_order_relaxed))) return;
+      if (!cursor_.compare_exchange_weak(cursor, cursor + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+        continue;
+      const int64_t chunks = chunks_.load(std::memory_order_relaxed), index = static_cast<int64_t>(chunk);
+      (*task_)(items_ * index / chunks, items_ * (index + 1) / chunks);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+      cursor = cursor_.load(std::memory_order_acquire);
+    }
+  }
+
   void resize(int helpers) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping_.store(true);
+      stopping_ = true;
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto &thread : threads_) thread.join();
     threads_.clear();
-    stopping_.store(false);
-    const uint64_t current = generation_.load();
-    for (int index = 1; index <= helpers; ++index) threads_.emplace_back(&Helpers::serve, this, index, current);
+    stopping_ = false;
+    for (int index = 0; index < helpers; ++index) threads_.emplace_back(&Helpers::serve, this, generation_.load());
   }
 
-  // Helper `index` runs each task published after generation `seen`.
-  void serve(int index, uint64_t seen) {
+  // A helper: sleeps until a call is published after generation `seen`, then joins it.
+  void serve(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        seen = generation_.load(std::memory_order_acquire);
+        if (stopping_) return;
       }
-      seen = generation_.load(std::memory_order_acquire);
-      if (stopping_.load()) return;
-      (*task_)(index);
-      unfinished_.fetch_sub(1, std::memory_order_acq_rel);
+      work(cursor_.load(std::memory_order_acquire) >> 32);
     }
   }
 
@@ -96,9 +128,12 @@ class Helpers {
   std::condition_variable wake_;
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> unfinished_{0};
-  const std::function<void(int)> *task_ = nullptr;
-  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> cursor_{CLOSED};  // (run << 32) | next chunk to claim
+  std::atomic<int64_t> chunks_{0}, done_{0};
+  uint64_t runs_ = 0;
+  int64_t items_ = 0;
+  const std::function<void(int64_t, int64_t)> *task_ = nullptr;
+  bool stopping_ = false;  // guarded by mutex_
 };
 
 

@@ -1,6 +1,8 @@
 // y = x @ w.T (+ bias) for float32 x [rows, K], w [N, K] (the checkpoint layout): the Linear layers of glm_core's
 // inference models on CPU, called by MindSpore as an "aot" Custom operator (see kernels/__init__.py).
-// glm_linear_gelu applies the MLP's tanh GELU to each output as it is written, saving a pass and an operator.
+// Epilogues save an operator and a pass each: glm_linear_gelu applies the MLP's tanh GELU to every output;
+// glm_linear given a residual r and a scale a returns r * a + (x @ w.T + bias), GLM's residual connection,
+// rounded step by step as MindSpore's Mul and Add round it.
 //
 // A one-token decode step is a matrix-vector product that reads every weight once, so it is bound by memory
 // bandwidth. Each weight row is streamed contiguously, OUTPUT_TILE rows at a time, against x held in cache,
@@ -19,8 +21,8 @@ namespace {
 
 // y [rows, n] = x [rows, k] @ w [n, k].T (+ bias [n] when given).
 struct Product {
-  const float *x, *w, *bias;
-  float *y;
+  const float *x, *w, *bias, *residual;
+  float alpha, *y;
   int64_t rows, k, n;
   bool gelu;
 
@@ -38,7 +40,11 @@ struct Product {
     float total = s[0];
     for (int64_t i = k / LANES * LANES; i < k; ++i) total = __builtin_fmaf(x[r * k + i], w[j * k + i], total);
     if (bias) total += bias[j];
-    return gelu ? tanh_gelu(total) : total;
+    if (gelu) return tanh_gelu(total);
+    if (!residual) return total;
+    float scaled = residual[r * n + j] * alpha;
+    __asm__("" : "+x"(scaled));  // rounded on its own: no fused multiply-add here
+    return scaled + total;
   }
 
   // Rows r..r+R-1 of x against rows j..j+C-1 of w: R * C lane sums held in registers.
@@ -81,23 +87,25 @@ extern "C" void glm_set_threads(int threads) { glm::thread_count.store(threads <
 
 namespace {
 
-// MindSpore's aot signature: params = {x, w, y} or {x, w, bias, y}; returns non-zero on shapes or dtypes it
-// cannot handle.
+// MindSpore's aot signature: params = {x, w, y}, {x, w, bias, y} or {x, w, bias, residual [rows, N], alpha [1], y};
+// returns non-zero on shapes or dtypes it cannot handle.
 int linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool gelu) {
-  const bool has_bias = nparam == 4;
-  if ((nparam != 3 && !has_bias) || ndims[0] != 2 || ndims[1] != 2 || shapes[0][1] != shapes[1][1])
+  const bool has_bias = nparam >= 4, has_residual = nparam == 6;
+  if ((nparam != 3 && nparam != 4 && !has_residual) || ndims[0] != 2 || ndims[1] != 2 ||
+      shapes[0][1] != shapes[1][1] || (gelu && has_residual))
     return 1;
   for (int i = 0; i < nparam; ++i)
     if (std::strcmp(dtypes[i], "float32") != 0) return 1;
   if (has_bias && (ndims[2] != 1 || shapes[2][0] != shapes[1][0])) return 1;
+  if (has_residual && (ndims[3] != 2 || shapes[3][0] != shapes[0][0] || shapes[3][1] != shapes[1][0])) return 1;
   const glm::Product product{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
                              has_bias ? static_cast<const float *>(params[2]) : nullptr,
+                             has_residual ? static_cast<const float *>(params[3]) : nullptr,
+                             has_residual ? *static_cast<const float *>(params[4]) : 0.0f,
                              static_cast<float *>(params[nparam - 1]), shapes[0][0], shapes[0][1], shapes[1][0], gelu};
   const int64_t n = product.n, tiles = (n + glm::OUTPUT_TILE - 1) / glm::OUTPUT_TILE;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(glm::thread_count.load(), tiles)));
-  const int64_t share = (tiles + threads - 1) / threads * glm::OUTPUT_TILE;
-  glm::helpers.run(threads, [&](int index) {
-    product.outputs(std::min(n, index * share), std::min(n, (index + 1) * share));
+  glm::helpers.split(glm::thread_count.load(), tiles, [&](int64_t first, int64_t last) {
+    product.outputs(first * glm::OUTPUT_TILE, std::min(n, last * glm::OUTPUT_TILE));
   });
   return 0;
 }

@@ -72,9 +72,6 @@ extern "C" int glm_rotary(int nparam, void **params, int *ndims, int64_t **shape
   // A decode step's rotation is a few microseconds: threads only pay off for prompts.
   const int threads = static_cast<int>(std::min<int64_t>({glm::thread_count.load(), tokens,
                                                           1 + tokens * heads * dim / (1 << 16)}));
-  const int64_t share = (tokens + threads - 1) / threads;
-  glm::helpers.run(threads, [&](int index) {
-    rotary.tokens(std::min(tokens, index * share), std::min(tokens, (index + 1) * share));
-  });
+  glm::helpers.split(threads, tokens, [&](int64_t first, int64_t last) { rotary.tokens(first, last); });
   return 0;
 }
