@@ -5,6 +5,8 @@ import sentencepiece as spm
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from glm_tokenizer.tokenizer import _direct_id_encoder
+
 # The strings transformers 4.33 splits out of text in the reference (its special tokens).
 SPECIAL_TOKEN_TEXTS = ("<sop>", "<eop>", "<unk>", "<pad>", "[MASK]")
 # Text the tokenizer itself rewrites: SentencePiece's space marker and the whitespace tokens.
@@ -86,3 +88,19 @@ def test_decode_inverts_encode_for_whitespace_between_words(tokenizer, text):
 @given(ids=st.lists(st.integers(min_value=-5, max_value=200_000), max_size=50))
 def test_decode_of_any_ids_returns_text(tokenizer, ids):
     assert isinstance(tokenizer.decode(ids), str)
+
+
+@given(text=any_text)
+@property_settings
+def test_the_direct_id_encoder_equals_sentencepieces_encode(sentencepiece, text):
+    assume(not any(0xD800 <= ord(c) <= 0xDFFF for c in text))
+    assert _direct_id_encoder(sentencepiece)(text) == sentencepiece.encode(text)
+
+
+def test_without_the_binding_the_public_encode_is_used():
+    class OlderSentencePiece:
+        def encode(self, text):
+            return [len(text)]
+
+    processor = OlderSentencePiece()
+    assert _direct_id_encoder(processor) == processor.encode
