@@ -68,3 +68,17 @@ def test_left_padding_does_not_change_a_prompt(golden_model, golden_case):
         real = [i for i in ids if i != 3]
         alone = golden_model(ms.Tensor([real], ms.int32)).asnumpy()[0]
         np.testing.assert_allclose(padded[row, len(ids) - len(real):], alone, atol=1e-4)
+
+
+def test_dropout_layers_in_eval_mode_change_nothing(golden_config, golden_state, golden_case):
+    """The block's dropout path (residual added outside the Linears) gives the dropout-free path's logits."""
+    from dataclasses import replace
+
+    ids = ms.Tensor([golden_case("forward")[2]["input_ids"]], ms.int32)
+    plain = GLMForPreTraining(golden_config, inference=False)
+    with_dropout = GLMForPreTraining(replace(golden_config, hidden_dropout_rate=0.1, attention_dropout_rate=0.1),
+                                     inference=False)
+    for model in (plain, with_dropout):
+        load_state(model, golden_state)
+        model.set_train(False)
+    np.testing.assert_array_equal(with_dropout(ids).asnumpy(), plain(ids).asnumpy())

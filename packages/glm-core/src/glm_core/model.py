@@ -257,15 +257,11 @@ class GLMBlock(nn.Cell):
             x = self.attention(attention_input, cos, sin, mask, cache, cache_positions, residual=attention_input)
             mlp_input = self.post_attention_layernorm(x)
             return self.mlp(mlp_input, residual=mlp_input)
-        attention_output = self.attention(attention_input, cos, sin, mask, cache, cache_positions)
-        if self.dropout is not None:
-            attention_output = self.dropout(attention_output)
+        # With dropout, on the outputs before the residual: the residual is added here.
+        attention_output = self.dropout(self.attention(attention_input, cos, sin, mask, cache, cache_positions))
         x = attention_input * self.alpha + attention_output
         mlp_input = self.post_attention_layernorm(x)
-        mlp_output = self.mlp(mlp_input)
-        if self.dropout is not None:
-            mlp_output = self.dropout(mlp_output)
-        return mlp_input * self.alpha + mlp_output
+        return mlp_input * self.alpha + self.dropout(self.mlp(mlp_input))
 
 
 def positions_and_mask(input_ids, config: GLMConfig):

@@ -1,5 +1,5 @@
 // What glm-core's CPU kernels share: the vector type their sums use and the helper threads they split work
-// among. Compiled into one library with linear.cc and attention.cc (see kernels/__init__.py).
+// among. Compiled into one library with linear.cc, rotary.cc and attention.cc (see kernels/__init__.py).
 #pragma once
 
 #include <algorithm>
@@ -58,7 +58,9 @@ class Helpers {
   void split(int threads, int64_t items, const std::function<void(int64_t, int64_t)> &task) {
     if (items <= 0) return;
     std::lock_guard<std::mutex> calls(call_mutex_);
-    if (threads > 1 && static_cast<int>(threads_.size()) != threads - 1) resize(threads - 1);
+    // The pool only grows: kernels asking for fewer threads (attention on one token, say) leave the rest
+    // asleep rather than stopping and restarting them on every call.
+    if (threads - 1 > static_cast<int>(threads_.size())) resize(threads - 1);
     const int64_t chunks = threads > 1 ? std::min<int64_t>(items, CHUNKS_PER_THREAD * threads) : 1;
     const uint64_t run = ++runs_ & 0xffffffffu;
     task_ = &task;
@@ -71,7 +73,7 @@ class Helpers {
         std::lock_guard<std::mutex> lock(mutex_);
         generation_.fetch_add(1, std::memory_order_release);
       }
-      wake_.notify_all();
+      for (int helper = 1; helper < threads; ++helper) wake_.notify_one();
     }
     work(run);
     while (done_.load(std::memory_order_acquire) != chunks) relax();

@@ -104,7 +104,8 @@ int linear(int nparam, void **params, int *ndims, int64_t **shapes, const char *
                              has_residual ? *static_cast<const float *>(params[4]) : 0.0f,
                              static_cast<float *>(params[nparam - 1]), shapes[0][0], shapes[0][1], shapes[1][0], gelu};
   const int64_t n = product.n, tiles = (n + glm::OUTPUT_TILE - 1) / glm::OUTPUT_TILE;
-  glm::helpers.split(glm::thread_count.load(), tiles, [&](int64_t first, int64_t last) {
+  const int threads = static_cast<int>(std::min<int64_t>(glm::thread_count.load(), tiles));
+  glm::helpers.split(threads, tiles, [&](int64_t first, int64_t last) {
     product.outputs(first * glm::OUTPUT_TILE, std::min(n, last * glm::OUTPUT_TILE));
   });
   return 0;
