@@ -73,13 +73,14 @@ struct Attention {
     }
   }
 
-  // Work items first..last-1, numbered (b * seq + s) * heads + h: each query row's heads in one pass.
-  void items(int64_t first, int64_t last) const {
-    std::vector<float> score(heads * length);
-    while (first < last) {
-      const int64_t row = first / heads, head = first % heads, end = std::min(last, (row + 1) * heads);
-      heads_of_row(row, head, head + (end - first), score);
-      first = end;
+  // Work items first..last-1, numbered (b * seq + s) * groups + g: heads g * group.. of a query row, in one
+  // pass over the slots. A thread's share of a slot is then `group` heads side by side, read at once.
+  void items(int64_t first, int64_t last, int64_t group) const {
+    const int64_t groups = (heads + group - 1) / group;
+    std::vector<float> score(group * length);
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t row = item / groups, head = item % groups * group;
+      heads_of_row(row, head, std::min(heads, head + group), score);
     }
   }
 };
@@ -106,10 +107,14 @@ extern "C" int glm_attention(int nparam, void **params, int *ndims, int64_t **sh
                                  static_cast<const float *>(params[2]), static_cast<const bool *>(params[3]),
                                  *static_cast<const float *>(params[4]), static_cast<float *>(params[5]),
                                  q[0], q[1], q[2], k[0], q[3]};
-  const int64_t items = attention.batch * attention.seq * attention.heads;
+  const int64_t rows = attention.batch * attention.seq, heads = attention.heads;
   // Split by heads when there are threads to spare: a decode step's attention is ~100 us of cache reads.
-  const int64_t work = items * attention.length * attention.dim;
-  const int threads = static_cast<int>(std::min<int64_t>({glm::thread_count.load(), items, 1 + work / (1 << 16)}));
-  glm::helpers.split(threads, items, [&](int64_t first, int64_t last) { attention.items(first, last); });
+  const int64_t work = rows * heads * attention.length * attention.dim;
+  const int threads =
+      static_cast<int>(std::min<int64_t>({glm::thread_count.load(), rows * heads, 1 + work / (1 << 16)}));
+  // One query row (decode) is cut into one group of heads per thread; prompts keep each row whole.
+  const int64_t group = rows >= threads ? heads : (heads + threads - 1) / threads;
+  const int64_t items = rows * ((heads + group - 1) / group);
+  glm::helpers.split(threads, items, [&](int64_t first, int64_t last) { attention.items(first, last, group); });
   return 0;
 }
