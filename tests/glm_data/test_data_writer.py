@@ -1,5 +1,5 @@
-"""The MindRecord writer: rows encoded exactly as MindSpore's FileWriter encodes them, the index it builds,
-files moved into place whole."""
+"""The MindRecord writer: the files MindSpore's FileWriter writes, byte for byte, rows encoded as it encodes
+them, the index it builds, files moved into place whole."""
 
 import sqlite3
 from contextlib import closing
@@ -9,7 +9,7 @@ import pytest
 from mindspore.mindrecord import FileWriter
 
 from glm_data import read_records, records
-from glm_data.writer import MindRecordOutput, encode_row, encode_rows, output_files, write_index
+from glm_data.writer import MindRecordOutput, encode_row, encode_rows, output_files, pack_rows, write_index
 
 
 def sample_records(layout, tokenizer):
@@ -48,6 +48,69 @@ def test_encode_rows_of_a_batch_are_the_rows_of_its_records(layout, tokenizer):
     assert encode_rows(batch, blob_fields) == each
 
 
+def test_pack_rows_compresses_each_value_to_the_bytes_it_needs():
+    columns = {
+        "input_ids": np.array([[1, 200, 70000, -100]], np.int32),
+        "labels": np.array([[-100, -40000, -200, 127]], np.int32),
+    }
+    rows = pack_rows(columns, ("input_ids", "labels"))
+    # Per column: its length (8 bytes, big-endian), the value count (4, big-endian), 2 bits a value
+    # (0: 1 byte, 1: 2 bytes, 2: 4 bytes), the values (little-endian); the row: its size (8, native).
+    input_ids = bytes.fromhex("000000000000000d" "00000004" "18" "01" "c800" "70110100" "9c")
+    labels = bytes.fromhex("000000000000000d" "00000004" "24" "9c" "c063ffff" "38ff" "7f")
+    blob = input_ids + labels
+    assert rows.data == len(blob).to_bytes(8, "little") + blob
+    assert rows.sizes.tolist() == [8 + len(blob)]
+    assert rows.saved_bytes == 2 * (8 + 16) - len(blob)  # FileWriter's blob: two lengths and 32 bytes of values
+
+
+def random_columns(layout, count, rng):
+    """``count`` records of ``layout``'s shapes, whose values need 1, 2 and 4 bytes, negative ones too."""
+    values = np.array([0, 3, 127, -100, -128, 128, 255, 3000, 32767, -200, -32768, 32768, 65536, 130001, -32769])
+    return {
+        name: rng.choice(values, size=(count, *spec["shape"])).astype(np.int32)
+        for name, spec in records.schema(layout, 24).items()
+    }
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("num_splits", [1, 2])
+@pytest.mark.parametrize("page_size", [None, 1 << 15], ids=["one-page", "32KB-pages"])
+@pytest.mark.parametrize("layout", [records.TRAIN, records.MINDFORMERS])
+def test_mindrecord_output_writes_the_files_filewriter_writes(layout, page_size, num_splits, tmp_path):
+    # Writes of varied sizes. With 32 KB pages: several blob pages per write, raw pages that fill (2,520
+    # records each), and the third write's first row group moved to a new raw page, the last one being
+    # full. Each write is a multiple of num_splits records: FileWriter splits a write over its files at
+    # random otherwise.
+    rng = np.random.default_rng(0)
+    schema = records.schema(layout, 24)
+    writes = [count * num_splits for count in ([1, 2515, 10, 1700] if page_size else [1, 20, 5])]
+    columns = [random_columns(layout, count, rng) for count in writes]
+    (tmp_path / "reference").mkdir()
+    file_writer = FileWriter(str(tmp_path / "reference" / "data.mindrecord"), shard_num=num_splits)
+    file_writer.add_schema(schema, "glm-data")
+    options = {}
+    if page_size:
+        file_writer.set_page_size(page_size)
+        options["page_size"] = page_size
+    with MindRecordOutput(tmp_path / "ours" / "data.mindrecord", num_splits, schema, False, **options) as output:
+        for batch in columns:
+            file_writer.write_raw_data([{name: column[index] for name, column in batch.items()}
+                                        for index in range(len(next(iter(batch.values()))))])
+            output.write(pack_rows(batch, output.blob_fields))
+        output.commit()
+    file_writer.commit()
+
+    for reference in output_files(tmp_path / "reference" / "data.mindrecord", num_splits):
+        ours = tmp_path / "ours" / reference.name
+        assert read_bytes(ours) == read_bytes(reference)
+        assert index_tables(f"{ours}.db") == index_tables(f"{reference}.db")
+
+
 @pytest.mark.parametrize("layout", [records.TRAIN, records.EVAL, records.MINDFORMERS])
 def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, tmp_path):
     schema = records.schema(layout, 12)
@@ -58,8 +121,12 @@ def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, 
     file_writer.write_raw_data(written)
     file_writer.commit()
     with MindRecordOutput(tmp_path / "ours.mindrecord", 1, schema, overwrite=False) as output:
-        rows = [encode_row(record, output.blob_fields) for record in written]
-        output.write([blob for blob, _ in rows], [fields for _, fields in rows] if layout == records.EVAL else None)
+        if output.packs_rows:
+            output.write(pack_rows({name: np.stack([record[name] for record in written]) for name in schema},
+                                   output.blob_fields))
+        else:
+            rows = [encode_row(record, output.blob_fields) for record in written]
+            output.write([blob for blob, _ in rows], [fields for _, fields in rows])
         output.commit()
 
     ours, reference = list(read_records(tmp_path / "ours.mindrecord")), list(read_records(reference_file))
@@ -72,8 +139,9 @@ def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, 
 
 def test_nothing_appears_until_commit_and_an_error_removes_the_work(tmp_path, tokenizer):
     schema = records.schema(records.TRAIN, 12)
+    [record] = sample_records(records.TRAIN, tokenizer)
     with pytest.raises(KeyError), MindRecordOutput(tmp_path / "out.mindrecord", 2, schema, False) as output:
-        output.write([encode_row(record, output.blob_fields)[0] for record in sample_records(records.TRAIN, tokenizer)])
+        output.write(pack_rows({name: np.stack([record[name]] * 4) for name in schema}, output.blob_fields))
         assert [path.name for path in tmp_path.iterdir()] == [output._directory.name]
         raise KeyError("interrupted")
     assert list(tmp_path.iterdir()) == []

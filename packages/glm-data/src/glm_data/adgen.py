@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from glm_data import records
 from glm_data.errors import DataError
-from glm_data.writer import MindRecordOutput, encode_row, encode_rows
+from glm_data.writer import MindRecordOutput, PackedRows, encode_row, pack_rows
 from glm_tokenizer import ChatGLMTokenizer
 
 MODES = ("train", "eval")
@@ -81,7 +81,7 @@ class ConversionSummary:
     def add(self, chunk: "_EncodedChunk") -> None:
         """Count a chunk of encoded lines in (its skipped lines are noted by the caller)."""
         self.lines += chunk.lines
-        self.written += len(chunk.blobs)
+        self.written += len(chunk.rows)
         self.longest_prompt = max(self.longest_prompt, chunk.longest_prompt)
         self.longest_answer = max(self.longest_answer, chunk.longest_answer)
         self.prompts_truncated += chunk.prompts_truncated
@@ -182,7 +182,7 @@ def adgen_to_mindrecord(
                 _note_skipped(summary, input_file, line_number, skipped, strict)
             summary.add(chunk)
             bar.update(chunk.lines)
-            output.write(chunk.blobs, chunk.fields)
+            output.write(chunk.rows, chunk.fields)
         if summary.written == 0:
             skipped = ", ".join(f"{reason}: {count}" for reason, count in sorted(summary.skipped.items()))
             raise DataError(f"no example to write from {input_file}: {summary.lines} lines, skipped {skipped or '-'}")
@@ -245,7 +245,7 @@ class _EncoderSettings:
     response_column: str
     history_column: Optional[str]
     prefix: str
-    blob_fields: tuple  # the output's column order, for writer.encode_rows
+    blob_fields: tuple  # the output's column order, for writer.pack_rows or writer.encode_row
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,8 @@ class _EncodedChunk:
     """Consecutive input lines, encoded: rows to write, lines skipped, and the counts the summary needs."""
 
     lines: int = 0
-    blobs: list = field(default_factory=list)  # the rows' blobs (writer.encode_rows), in input order
+    rows: Union[list, PackedRows] = field(default_factory=list)  # the rows to write (writer.pack_rows or
+    # writer.encode_row's blobs), in input order
     fields: Optional[list] = None  # the rows' string columns, for a layout that has them
     skipped: list = field(default_factory=list)  # (line number, _Skipped), in input order
     longest_prompt: int = 0  # tokens before truncation
@@ -304,11 +305,11 @@ class _LineEncoder:
         chunk.longest_prompt, chunk.longest_answer = max(prompt_lengths), max(answer_lengths)
         chunk.prompts_truncated = sum(length > self.prompt_room for length in prompt_lengths)
         chunk.answers_truncated = sum(length > self.answer_room for length in answer_lengths)
-        chunk.blobs, chunk.fields = self.encode_rows(examples, prompt_ids, answer_ids)
+        chunk.rows, chunk.fields = self.encode_rows(examples, prompt_ids, answer_ids)
         return chunk
 
     def encode_rows(self, examples: list, prompt_ids: list, answer_ids: list) -> tuple:
-        """The MindRecord rows of tokenized examples: ``(blobs, fields or None)``."""
+        """The MindRecord rows of tokenized examples as ``MindRecordOutput.write`` takes them: ``(rows, fields)``."""
         s, tokenizer = self.settings, self.tokenizer
         lengths = (s.max_source_length, s.max_target_length)
         if s.layout == records.EVAL:  # variable lengths: record by record
@@ -320,7 +321,7 @@ class _LineEncoder:
         batch = records.train_records(tokenizer, prompt_ids, answer_ids, *lengths)
         if s.layout == records.MINDFORMERS:
             batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
-        return encode_rows(batch, s.blob_fields), None
+        return pack_rows(batch, s.blob_fields), None
 
     def read_line(self, line_number: int, raw: bytes):
         """The ``_Example`` on line ``line_number``, ``_Skipped``, or None for a blank line."""
