@@ -137,6 +137,26 @@ def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, 
             assert np.array_equal(mine[name], theirs[name]), name
 
 
+def test_with_mindspore_s_encryption_key_the_files_are_encrypted_and_read_back(tmp_path, tokenizer):
+    from mindspore.mindrecord import set_enc_key
+
+    schema = records.schema(records.TRAIN, 12)
+    [record] = sample_records(records.TRAIN, tokenizer)
+    set_enc_key("0123456789abcdef")
+    try:
+        with MindRecordOutput(tmp_path / "out.mindrecord", 1, schema, False) as output:
+            output.write(pack_rows({name: np.stack([record[name]] * 3) for name in schema}, output.blob_fields))
+            output.commit()
+        written = list(read_records(tmp_path / "out.mindrecord"))
+    finally:
+        set_enc_key(None)
+    for path in (tmp_path / "out.mindrecord", tmp_path / "out.mindrecord.db"):
+        assert read_bytes(path).endswith(b"ENCRYPT")  # MindSpore's mark of an encrypted file
+    assert len(written) == 3
+    for name in schema:
+        assert all(np.array_equal(mine[name], record[name]) for mine in written), name
+
+
 def test_nothing_appears_until_commit_and_an_error_removes_the_work(tmp_path, tokenizer):
     schema = records.schema(records.TRAIN, 12)
     [record] = sample_records(records.TRAIN, tokenizer)

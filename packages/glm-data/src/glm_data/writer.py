@@ -50,6 +50,7 @@ HEADER_SIZE = 1 << 24
 PAGE_SIZE = 1 << 25
 PAGE_SIZE_RANGE = (1 << 15, 1 << 28)
 MINDRECORD_VERSION = "3.0"  # what MindSpore 2.10 writes in a header
+SCHEMA_DESCRIPTION = "glm-data"  # the "desc" of the files' schema
 # Rows handed to MindSpore's writer at once (about 2,000 training records). Each call starts a few
 # threads, and on a busy machine each start waits for a core: 350 rows a call took twice as long.
 # Not many more either: a call holds this process (GIL included), and the workers' chunks wait meanwhile.
@@ -233,7 +234,7 @@ class MindRecordOutput:
 
     def _open_writer(self, file_writer_class) -> None:
         self._file_writer = file_writer_class(str(self._directory / self.output_file.name), shard_num=self.num_splits)
-        self._file_writer.add_schema(self.schema, "glm-data")
+        self._file_writer.add_schema(self.schema, SCHEMA_DESCRIPTION)
         # What FileWriter.write_raw_data does before its first write.
         shard_writer = self._file_writer._writer
         shard_writer.open(self._file_writer._paths, False)
@@ -319,7 +320,7 @@ class MindRecordOutput:
 
     def _header(self, shard_id: int, paged_file: "_PagedFile") -> bytes:
         """File ``shard_id``'s header, JSON as MindSpore's ShardHeader writes it (keys in its order)."""
-        schema = {"blob_fields": list(self.blob_fields), "desc": "glm-data", "schema": self.schema}
+        schema = {"blob_fields": list(self.blob_fields), "desc": SCHEMA_DESCRIPTION, "schema": self.schema}
         parts = {
             "header_size": HEADER_SIZE,
             "index_fields": None,
