@@ -126,6 +126,47 @@ def test_residual_epilogue_rounds_as_mindspores_mul_and_add():
     np.testing.assert_array_equal(Apply(fused)(ms.Tensor(x), ms.Tensor(r)).asnumpy(), expected)
 
 
+class LinearThenLayerNorm(nn.Cell):
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+
+    def construct(self, x, residual, gamma, beta):
+        return self.linear(x, residual, (gamma, beta))
+
+
+def residual_then_layer_norm(residual, output, gamma, beta):
+    y, _, _ = ms.ops.LayerNorm(-1, -1, 1e-5)(residual_connection(residual, output), gamma, beta)
+    return y
+
+
+@pytest.mark.parametrize("rows", [1, 9])
+def test_layer_norm_epilogue_gives_the_bits_of_mindspores_layer_norm(rows):
+    """The kernel's layernorm of ``r * alpha + (x W^T + b)`` equals MindSpore's LayerNorm op on that sum.
+
+    Rows of very different scales and offsets: the variance, ``E[y^2] - mean^2``, loses digits where the
+    offset dwarfs the spread, and only the same arithmetic (double sums, in order) rounds the same way.
+    """
+    rng = np.random.default_rng(9)
+    inner, out = 64, 1024
+    x = rng.standard_normal((rows, inner), dtype=np.float32)
+    r = (rng.standard_normal((rows, out)) * np.exp(rng.uniform(-6, 3, (rows, 1)))
+         + rng.standard_normal((rows, 1)) * np.exp(rng.uniform(-3, 4, (rows, 1)))).astype(np.float32)
+    gamma, beta = (ms.Tensor(rng.standard_normal(out, dtype=np.float32)) for _ in range(2))
+    for inference in (True, False):  # the kernel, and MindSpore's MatMul and LayerNorm
+        fused = Linear(inner, out, inference=inference, residual_scale=7.483314773547883, norm_epsilon=1e-5)
+        plain = Linear(inner, out, inference=inference)
+        assert fused.uses_kernel == inference
+        for name in ("weight", "bias"):
+            value = ms.Tensor(rng.standard_normal(getattr(plain, name).shape, dtype=np.float32) * 0.01)
+            getattr(fused, name).set_data(value)
+            getattr(plain, name).set_data(value)
+        y = Apply(plain)(ms.Tensor(x))
+        expected = Apply(residual_then_layer_norm)(ms.Tensor(r), y, gamma, beta).asnumpy()
+        got = LinearThenLayerNorm(fused)(ms.Tensor(x), ms.Tensor(r), gamma, beta).asnumpy()
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_rotary_kernel_gives_the_bits_of_the_mindspore_ops_it_replaces():
     config = GLMConfig.from_name("glm_tiny")
     heads, dim = config.num_heads, config.head_dim

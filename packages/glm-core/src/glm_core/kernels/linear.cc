@@ -2,7 +2,8 @@
 // inference models on CPU, called by MindSpore as an "aot" Custom operator (see kernels/__init__.py).
 // Epilogues save an operator and a pass each: glm_linear_gelu applies the MLP's tanh GELU to every output;
 // glm_linear given a residual r and a scale a returns r * a + (x @ w.T + bias), GLM's residual connection,
-// rounded step by step as MindSpore's Mul and Add round it.
+// rounded step by step as MindSpore's Mul and Add round it, and given a layernorm's gamma, beta and epsilon
+// too, returns that layernorm of it, computed as MindSpore's CPU LayerNorm computes it.
 //
 // A one-token decode step is a matrix-vector product that reads every weight once, so it is bound by memory
 // bandwidth. Each weight row is streamed contiguously, OUTPUT_TILE rows at a time, against x held in cache,
@@ -79,6 +80,31 @@ struct Product {
 };
 
 }  // namespace
+
+// The layernorm of each of `rows` rows of `y` [rows, n], in place, with MindSpore's CPU LayerNorm's
+// arithmetic (checked bit for bit in tests/glm_core/test_core_kernels.py): the mean and the variance from
+// sums in double, in order, rounded to float; then (y - mean) / sqrt(variance + epsilon) * gamma + beta,
+// each operation rounded to float on its own (no fused multiply-add: see the pragma).
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+void layer_norm(float *y, int64_t rows, int64_t n, const float *gamma, const float *beta, float epsilon) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float *row = y + r * n;
+    double sum = 0.0, square_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double value = row[i];
+      sum += value;
+      square_sum += value * value;
+    }
+    const double mean = sum / static_cast<double>(n);
+    const float mean_f = static_cast<float>(mean);
+    const float variance = static_cast<float>(square_sum / static_cast<double>(n) - mean * mean);
+    const float deviation = std::sqrt(variance + epsilon);
+    for (int64_t i = 0; i < n; ++i) row[i] = (row[i] - mean_f) / deviation * gamma[i] + beta[i];
+  }
+}
+#pragma GCC pop_options
+
 }  // namespace glm
 
 
@@ -87,17 +113,20 @@ extern "C" void glm_set_threads(int threads) { glm::thread_count.store(threads <
 
 namespace {
 
-// MindSpore's aot signature: params = {x, w, y}, {x, w, bias, y} or {x, w, bias, residual [rows, N], alpha [1], y};
-// returns non-zero on shapes or dtypes it cannot handle.
+// MindSpore's aot signature: params = {x, w, y}, {x, w, bias, y}, {x, w, bias, residual [rows, N], alpha [1], y}
+// or {x, w, bias, residual, alpha, gamma [N], beta [N], epsilon [1], y}; returns non-zero on shapes or dtypes it
+// cannot handle.
 int linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool gelu) {
-  const bool has_bias = nparam >= 4, has_residual = nparam == 6;
-  if ((nparam != 3 && nparam != 4 && !has_residual) || ndims[0] != 2 || ndims[1] != 2 ||
+  const bool has_bias = nparam >= 4, has_residual = nparam >= 6, has_norm = nparam == 9;
+  if ((nparam != 3 && nparam != 4 && nparam != 6 && !has_norm) || ndims[0] != 2 || ndims[1] != 2 ||
       shapes[0][1] != shapes[1][1] || (gelu && has_residual))
     return 1;
   for (int i = 0; i < nparam; ++i)
     if (std::strcmp(dtypes[i], "float32") != 0) return 1;
   if (has_bias && (ndims[2] != 1 || shapes[2][0] != shapes[1][0])) return 1;
   if (has_residual && (ndims[3] != 2 || shapes[3][0] != shapes[0][0] || shapes[3][1] != shapes[1][0])) return 1;
+  if (has_norm && (ndims[5] != 1 || shapes[5][0] != shapes[1][0] || ndims[6] != 1 || shapes[6][0] != shapes[1][0]))
+    return 1;
   const glm::Product product{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
                              has_bias ? static_cast<const float *>(params[2]) : nullptr,
                              has_residual ? static_cast<const float *>(params[3]) : nullptr,
@@ -108,6 +137,15 @@ int linear(int nparam, void **params, int *ndims, int64_t **shapes, const char *
   glm::helpers.split(threads, tiles, [&](int64_t first, int64_t last) {
     product.outputs(first * glm::OUTPUT_TILE, std::min(n, last * glm::OUTPUT_TILE));
   });
+  if (has_norm) {  // each row needs all of its outputs: the rows are split once the product is done
+    const float *gamma = static_cast<const float *>(params[5]), *beta = static_cast<const float *>(params[6]);
+    const float epsilon = *static_cast<const float *>(params[7]);
+    const int64_t rows = product.rows;
+    glm::helpers.split(static_cast<int>(std::min<int64_t>(glm::thread_count.load(), rows)), rows,
+                       [&](int64_t first, int64_t last) {
+                         glm::layer_norm(product.y + first * n, last - first, n, gamma, beta, epsilon);
+                       });
+  }
   return 0;
 }
 
