@@ -174,11 +174,11 @@ def test_rotary_kernel_gives_the_bits_of_the_mindspore_ops_it_replaces():
     rng = np.random.default_rng(8)
     batch, seq = 2, 5
     qkv = rng.standard_normal((batch, seq, heads * 3 * dim), dtype=np.float32)
-    position_ids = ms.Tensor(rng.integers(0, config.seq_length, (batch, 2, seq)), ms.int32)
+    position_ids = ms.Tensor(rng.integers(0, config.seq_length + 1, (batch, 2, seq)), ms.int32)
     scale = 1 / (np.sqrt(dim) * 2)
     cos, sin = Apply(rotary)(position_ids)
-    query, key, value = Apply(kernels.rotary_operator(heads, dim))(ms.Tensor(qkv), cos, sin,
-                                                                  ms.Tensor([scale], ms.float32))
+    query, key, value = Apply(kernels.rotary_operator(heads, dim))(
+        ms.Tensor(qkv), position_ids, rotary.cos_table, rotary.sin_table, ms.Tensor([scale], ms.float32))
 
     def with_ops(qkv, cos, sin):
         q, k, v = ms.ops.split(qkv.reshape(batch, seq, heads, 3 * dim), dim, axis=-1)
@@ -189,6 +189,16 @@ def test_rotary_kernel_gives_the_bits_of_the_mindspore_ops_it_replaces():
     assert query.shape == (batch, seq, heads, dim) and key.shape == value.shape == (seq, batch, heads, dim)
     for got, want in zip((query, key, value), expected):
         np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
+
+
+def test_rotary_kernel_refuses_positions_outside_its_tables():
+    config = GLMConfig.from_name("glm_tiny")
+    rotary = RotaryEmbedding2D(config)
+    qkv = ms.Tensor(np.zeros((1, 2, config.num_heads * 3 * config.head_dim), np.float32))
+    position_ids = ms.Tensor([[[0, config.seq_length + 1], [0, 1]]], ms.int32)  # the tables hold seq_length + 1
+    with pytest.raises(RuntimeError, match="glm_rotary"):
+        Apply(kernels.rotary_operator(config.num_heads, config.head_dim))(
+            qkv, position_ids, rotary.cos_table, rotary.sin_table, ms.Tensor([1.0], ms.float32))
 
 
 class KernelAttention(nn.Cell):

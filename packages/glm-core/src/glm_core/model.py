@@ -199,8 +199,10 @@ class SelfAttention(nn.Cell):
             self.kernel_scale = Tensor([self.layer_scale], ms.float32)
             self.kernel_query_scale = Tensor([self.query_scale], ms.float32)
 
-    def construct(self, x, cos, sin, mask, cache=None, cache_positions=None, residual=None, norm=None):
-        """``x``: ``[B, S, hidden]``; ``mask``: bool ``[B, 1, S, K]``, True = masked.
+    def construct(self, x, rotary, mask, cache=None, cache_positions=None, residual=None, norm=None):
+        """``x``: ``[B, S, hidden]``; ``rotary``: the position ids ``[B, 2, S]`` when the kernels run
+        (``self.kernel``), which look the angles up themselves, else RotaryEmbedding2D's ``(cos, sin)``;
+        ``mask``: bool ``[B, 1, S, K]``, True = masked.
 
         Without a cache, K = S. With ``cache`` (a :class:`glm_core.generation.KVCache`) the new keys and
         values are written at ``cache_positions`` and attention runs over the whole cache, K = its length.
@@ -209,13 +211,15 @@ class SelfAttention(nn.Cell):
         """
         batch, seq = x.shape[0], x.shape[1]
         if self.kernel is not None:  # the same arithmetic in two kernels; keys and values slot-major [K, B, H, D]
-            query, key, value = self.rotary_kernel(self.query_key_value(x), cos, sin, self.kernel_query_scale)
+            query, key, value = self.rotary_kernel(self.query_key_value(x), rotary, self.rotary.cos_table,
+                                                   self.rotary.sin_table, self.kernel_query_scale)
             if cache is not None:
                 key, value = cache.update(cache_positions, key, value)
             context = self.kernel(query, key, value, mask, self.kernel_scale)
             return self.dense(context.reshape(batch, seq, -1), residual, norm)
         qkv = self.query_key_value(x).reshape(batch, seq, self.num_heads, 3 * self.head_dim)
         query, key, value = ops.split(qkv, self.head_dim, axis=-1)  # [B, S, H, D]
+        cos, sin = rotary
         query = self.rotary.rotate(query, cos, sin) * self.query_scale
         key = self.rotary.rotate(key, cos, sin)
         query = query.transpose(0, 2, 1, 3)  # [B, H, S, D]
@@ -274,18 +278,19 @@ class GLMBlock(nn.Cell):
         self.fuses_norms = (self.dropout is None and self.mlp.dense_4h_to_h.matmul_norm is not None
                             and param_dtype == ms.float32 and ln_dtype == ms.float32)
 
-    def construct(self, x, cos, sin, mask, cache=None, cache_positions=None, next_norm=None):
+    def construct(self, x, rotary, mask, cache=None, cache_positions=None, next_norm=None):
+        """``rotary``: what SelfAttention takes (position ids or cos and sin); see there."""
         if next_norm is not None:  # x is input_layernorm(x) already; the output Linears apply the layernorms
             post_norm = (self.post_attention_layernorm.gamma, self.post_attention_layernorm.beta)
-            mlp_input = self.attention(x, cos, sin, mask, cache, cache_positions, residual=x, norm=post_norm)
+            mlp_input = self.attention(x, rotary, mask, cache, cache_positions, residual=x, norm=post_norm)
             return self.mlp(mlp_input, residual=mlp_input, norm=next_norm)
         attention_input = self.input_layernorm(x)
         if self.dropout is None:  # the output Linears add ln(x) * alpha as they write (no separate ops)
-            x = self.attention(attention_input, cos, sin, mask, cache, cache_positions, residual=attention_input)
+            x = self.attention(attention_input, rotary, mask, cache, cache_positions, residual=attention_input)
             mlp_input = self.post_attention_layernorm(x)
             return self.mlp(mlp_input, residual=mlp_input)
         # With dropout, on the outputs before the residual: the residual is added here.
-        attention_output = self.dropout(self.attention(attention_input, cos, sin, mask, cache, cache_positions))
+        attention_output = self.dropout(self.attention(attention_input, rotary, mask, cache, cache_positions))
         x = attention_input * self.alpha + attention_output
         mlp_input = self.post_attention_layernorm(x)
         return mlp_input * self.alpha + self.dropout(self.mlp(mlp_input))
@@ -340,24 +345,26 @@ class GLMTransformer(nn.Cell):
                                          mindspore_dtype(config.layernorm_compute_type))
         self.compute_dtype = mindspore_dtype(config.compute_dtype)
         self.fused_norms = all(layer.fuses_norms for layer in self.layers)
+        self.positions_to_kernels = all(layer.attention.kernel is not None for layer in self.layers)
 
     def construct(self, input_ids, position_ids, mask, caches=None, cache_positions=None):
         x = self.word_embeddings(input_ids).astype(self.compute_dtype)
-        cos, sin = self.rotary(position_ids)
+        # The kernels look the rotary angles up from the position ids; MindSpore's ops take cos and sin.
+        rotary = position_ids if self.positions_to_kernels else self.rotary(position_ids)
         if self.fused_norms:  # each layernorm but the first runs in the Linear before it (see GLMBlock)
             x = self.layers[0].input_layernorm(x)
             last = len(self.layers) - 1
             for index in range(len(self.layers)):
                 norm = self.final_layernorm if index == last else self.layers[index + 1].input_layernorm
                 cache = None if caches is None else caches[index]
-                x = self.layers[index](x, cos, sin, mask, cache, cache_positions, (norm.gamma, norm.beta))
+                x = self.layers[index](x, rotary, mask, cache, cache_positions, (norm.gamma, norm.beta))
             return x
         if caches is None:
             for layer in self.layers:
-                x = layer(x, cos, sin, mask)
+                x = layer(x, rotary, mask)
         else:
             for layer, cache in zip(self.layers, caches):
-                x = layer(x, cos, sin, mask, cache, cache_positions)
+                x = layer(x, rotary, mask, cache, cache_positions)
         return self.final_layernorm(x)
 
 

@@ -3,13 +3,14 @@
 Inference models computing in float32 on CPU use them:
 
 - ``linear.cc`` computes ``x @ w.T (+ b)`` with ``w`` in the checkpoint layout ``[out, in]``, for every
-  Linear. It streams a decode step's weights near the memory bandwidth (MindSpore 2.10's CPU MatMul reaches
-  about 60 % of it) and sums every output in the same order for one row as for many.
+  Linear, and what follows it in the network: the MLP's GELU, or the residual connection and the
+  layernorm. It streams a decode step's weights near the memory bandwidth (MindSpore 2.10's CPU MatMul
+  reaches about 60 % of it) and sums every output in the same order for one row as for many.
 - ``attention.cc`` computes attention over the KV cache as it lies in memory, slot-major ``[length, batch,
   heads, head_dim]``, which MindSpore's ScatterUpdate writes in place (BatchMatMul would need the cache
   transposed, a copy of all of it, on every step). Masked slots add exact zeros.
-- ``rotary.cc`` applies GLM's 2D rotary embedding to the fused QKV output and writes keys and values
-  slot-major, one operator in place of a dozen small ones.
+- ``rotary.cc`` looks up the rotary angles of the position ids, applies GLM's 2D rotary embedding to the
+  fused QKV output and writes keys and values slot-major: one operator in place of twenty small ones.
 - ``common.h``: the vector type and the helper threads they share.
 
 Together they make an incremental decode step reproduce a full forward bit for bit.
@@ -197,16 +198,16 @@ def attention_operator():
 def rotary_operator(heads: int, head_dim: int):
     """A MindSpore op applying GLM's 2D rotary embedding to the fused QKV output; see ``rotary.cc``.
 
-    Inputs: qkv ``[B, S, heads * 3 * head_dim]``, cos and sin ``[B, S, 1, head_dim]``, the query scale
-    ``[1]``; outputs: query ``[B, S, heads, head_dim]``, keys and values ``[S, B, heads, head_dim]``, all
-    float32. ``None`` when unavailable.
+    Inputs: qkv ``[B, S, heads * 3 * head_dim]``, int32 position ids ``[B, 2, S]``, RotaryEmbedding2D's
+    cos and sin tables ``[P, head_dim / 2]``, the query scale ``[1]``; outputs: query ``[B, S, heads,
+    head_dim]``, keys and values ``[S, B, heads, head_dim]``, float32. ``None`` when unavailable.
     """
     library = _library()
     if library is None:
         return None
     from mindspore import float32, ops
 
-    def shapes(qkv, cos, sin, scale):
+    def shapes(qkv, position_ids, cos, sin, scale):
         batch, seq = qkv[0], qkv[1]
         return [batch, seq, heads, head_dim], [seq, batch, heads, head_dim], [seq, batch, heads, head_dim]
 
