@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_core.generation import Decoder
+from glm_core.generation import Decoder, decode_mask
 
 
 @pytest.mark.parametrize("case_index", range(6))
@@ -22,7 +22,6 @@ def test_incremental_logits_equal_a_full_forward_at_every_step(golden_model, gol
     padded = np.array([[3] * (bucket - len(prompt)) + prompt], np.int64)
     logits = decoder.prefill(bucket)(ms.Tensor(padded, ms.int32)).asnumpy()[0]
     sequence = list(prompt)
-    pad_count = ms.Tensor([bucket - len(prompt)], ms.int32)
     for step in range(12):
         full = golden_model(ms.Tensor([sequence], ms.int32)).asnumpy()[0, -1]
         np.testing.assert_array_equal(logits, full)  # the CPU kernels sum in one order for any length
@@ -31,7 +30,14 @@ def test_incremental_logits_equal_a_full_forward_at_every_step(golden_model, gol
         slot = bucket + step
         position_ids = np.array([[[len(prompt) - 2], [step + 2]]], np.int32)  # [gMASK] position, block
         logits = decoder.decode(ms.Tensor([[token]], ms.int32), ms.Tensor(position_ids),
-                                ms.Tensor([slot], ms.int32), pad_count).asnumpy()[0]
+                                ms.Tensor([slot], ms.int32),
+                                ms.Tensor(decode_mask([bucket - len(prompt)], slot, 128))).asnumpy()[0]
+
+
+def test_decode_mask_shows_each_row_its_slots_from_its_prompt_to_the_current_one():
+    mask = decode_mask(np.array([0, 2]), slot=4, cache_length=6)
+    assert mask.shape == (2, 1, 1, 6) and mask.dtype == bool
+    assert (~mask[:, 0, 0]).astype(int).tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 0]]
 
 
 def test_compiled_steps_run_straight_through_mindspores_graph_executor(golden_model, golden_case):
@@ -43,7 +49,8 @@ def test_compiled_steps_run_straight_through_mindspores_graph_executor(golden_mo
     golden_model.generate(np.array(case["input_ids"]), max_length=case["max_length"])
     decoder = next(reversed(golden_model._decoders.values()))
     args = (ms.Tensor([[5]], ms.int32), ms.Tensor([[[3], [2]]], ms.int32),
-            ms.Tensor([decoder.cache_length - 1], ms.int32), ms.Tensor([0], ms.int32))
+            ms.Tensor([decoder.cache_length - 1], ms.int32),
+            ms.Tensor(decode_mask([0], decoder.cache_length - 1, decoder.cache_length)))
     np.testing.assert_array_equal(generation._run_compiled(decoder.decode, args).asnumpy(),
                                   decoder.decode(*args).asnumpy())
 
