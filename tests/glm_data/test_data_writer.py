@@ -111,6 +111,21 @@ def test_mindrecord_output_writes_the_files_filewriter_writes(layout, page_size,
         assert index_tables(f"{ours}.db") == index_tables(f"{reference}.db")
 
 
+def test_a_single_column_is_compressed_without_a_length_as_filewriter_does(tmp_path):
+    # No layout has one column, but pack_rows follows MindRecord there too: the blob is the column alone.
+    schema = {"input_ids": {"type": "int32", "shape": [5]}}
+    columns = {"input_ids": np.array([[1, 300, -100, 70000, 3], [-40000, 2, 2, 2, 2]], np.int32)}
+    (tmp_path / "reference").mkdir()
+    file_writer = FileWriter(str(tmp_path / "reference" / "data.mindrecord"))  # the header holds the file name
+    file_writer.add_schema(schema, "glm-data")
+    file_writer.write_raw_data([{"input_ids": row} for row in columns["input_ids"]])
+    file_writer.commit()
+    with MindRecordOutput(tmp_path / "ours" / "data.mindrecord", 1, schema, False) as output:
+        output.write(pack_rows(columns, output.blob_fields))
+        output.commit()
+    assert read_bytes(tmp_path / "ours" / "data.mindrecord") == read_bytes(tmp_path / "reference" / "data.mindrecord")
+
+
 @pytest.mark.parametrize("layout", [records.TRAIN, records.EVAL, records.MINDFORMERS])
 def test_written_records_read_back_as_filewriter_writes_them(layout, tokenizer, tmp_path):
     schema = records.schema(layout, 12)
