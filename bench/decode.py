@@ -4,7 +4,8 @@ Decoding one token is matrix-vector work: every weight of every layer and of the
 per step, so the speed limit is memory bandwidth. This bench runs ``glm_bench`` (the real 130528-row
 vocabulary, hidden 1024, 8 layers; random float32 weights), batch 1, a 128-token prompt and 128 new
 tokens, and prints beside the decode speed the machine's ceiling: the best bandwidth of numpy's float32
-matrix-vector product over the LM head's matrix, in either layout. The ceiling is measured right before and
+matrix-vector product over the LM head's matrix, in either layout. Decode time is wall time per step, its
+inputs and its token choice included (``GenerationStats``). The ceiling is measured right before and
 right after every timed generation, and each generation is compared with the better of its two: on a
 shared machine the bandwidth drifts by 10-20 % within a minute, and a ceiling taken at another moment
 would compare the decoder with a different machine.

@@ -125,12 +125,17 @@ class Decoder:
 
 @dataclass
 class GenerationStats:
-    """Timing of the last ``generate`` call; compile time is kept apart from generation time."""
+    """Timing of the last ``generate`` call, in wall time; compile time is kept apart from generation time.
+
+    ``prefill_seconds``: the prompt's graph and choosing the first token; ``decode_seconds``: the later
+    steps, each with its inputs and its token choice (sampling included). Time the caller spends between
+    steps (a streamer printing, say) counts in neither.
+    """
 
     batch_size: int = 0
     prompt_length: int = 0
     new_tokens: int = 0  # generated tokens summed over rows, up to each row's end
-    steps: int = 0
+    steps: int = 0  # decode steps (the first token comes from the prefill)
     compile_seconds: float = 0.0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -153,14 +158,19 @@ def process_logits(logits: np.ndarray, generated: list[list[int]], *, repetition
 
     Rows holding NaN/Inf become a one-hot on token 5 (the original chat's ``InvalidScoreLogitsProcessor``);
     ids at or past ``num_pieces`` (embedding rows with no tokenizer piece) are forbidden; tokens already in
-    the sequence are penalised as Hugging Face's ``RepetitionPenaltyLogitsProcessor`` does.
+    the sequence are penalised as Hugging Face's ``RepetitionPenaltyLogitsProcessor`` does. Returns a new
+    array, or ``logits`` itself (as float32) when no processor changes it: the common greedy step, where a
+    copy of a 130528-wide row would be the step's only use of it.
     """
-    logits = logits.astype(np.float32, copy=True)
+    logits = np.asarray(logits, dtype=np.float32)
     invalid = ~np.isfinite(logits).all(axis=-1)
+    forbidden = num_pieces is not None and num_pieces < logits.shape[-1]
+    if invalid.any() or forbidden or repetition_penalty != 1.0:
+        logits = logits.copy()
     if invalid.any():
         logits[invalid] = 0.0
         logits[invalid, INVALID_SCORE_TOKEN] = 5e4
-    if num_pieces is not None and num_pieces < logits.shape[-1]:
+    if forbidden:
         logits[:, num_pieces:] = -np.inf
     if repetition_penalty != 1.0:
         for row, ids in enumerate(generated):
@@ -247,19 +257,21 @@ def _decoder_for(model: GLMForPreTraining, batch: int, cache_length: int) -> Dec
     return model._decoders[key]
 
 
-def _timed_call(decoder: Decoder, cell: nn.Cell, stats: GenerationStats, *args) -> tuple[np.ndarray, float]:
-    """Run ``cell`` on ``args``; a first call compiles first, and that time goes to ``compile_seconds``."""
+def _call(decoder: Decoder, cell: nn.Cell, stats: GenerationStats, *args) -> tuple[np.ndarray, float]:
+    """Run ``cell`` on ``args``: its output, and the seconds a first call spent compiling the graph (also
+    added to ``stats.compile_seconds``)."""
     mode = ms.get_context("mode")
+    compile_seconds = 0.0
     if (id(cell), mode) not in decoder.compiled:
         # The first call compiles the graph (in graph and PyNative mode alike, construct is @ms.jit); running
         # it twice is harmless, since a call rewrites the same cache slots with the same values.
         start = time.perf_counter()
         cell(*args).asnumpy()
-        stats.compile_seconds += time.perf_counter() - start
+        compile_seconds = time.perf_counter() - start
+        stats.compile_seconds += compile_seconds
         decoder.compiled.add((id(cell), mode))
-    start = time.perf_counter()
     output = (_run_compiled(cell, args) if mode == ms.GRAPH_MODE else cell(*args)).asnumpy()
-    return output, time.perf_counter() - start
+    return output, compile_seconds
 
 
 def _run_compiled(cell: nn.Cell, args: tuple):
@@ -364,9 +376,12 @@ def _decode_loop(model: GLMForPreTraining, ids: np.ndarray, new_tokens: int, cho
     pads, context, mask_positions = _prompt_layout(padded, config)
     decoder = _decoder_for(model, batch, _round_up(bucket + new_tokens, CACHE_BUCKET))
     stats = GenerationStats(batch_size=batch, prompt_length=length)
+    # The clock runs from the prefill call to the end, but for compiling and for the caller's time after
+    # each yield: prefill_seconds holds the prompt and the first token, decode_seconds every later step,
+    # its inputs and its token choice included.
     try:
-        logits, stats.prefill_seconds = _timed_call(decoder, decoder.prefill(bucket), stats,
-                                                    Tensor(padded, ms.int32))
+        start = time.perf_counter()
+        logits, compile_seconds = _call(decoder, decoder.prefill(bucket), stats, Tensor(padded.astype(np.int32)))
         sequences = [row.tolist() for row in ids]
         finished = np.zeros(batch, dtype=bool)
         for step in range(new_tokens):
@@ -374,7 +389,14 @@ def _decode_loop(model: GLMForPreTraining, ids: np.ndarray, new_tokens: int, cho
             stats.new_tokens += int((~finished).sum())
             for row, token in enumerate(tokens):
                 sequences[row].append(int(token))
+            seconds = time.perf_counter() - start - compile_seconds
+            if step == 0:
+                stats.prefill_seconds = seconds
+            else:
+                stats.decode_seconds += seconds
+                stats.steps += 1
             yield tokens
+            start = time.perf_counter()
             finished |= tokens == eos
             if finished.all() or step == new_tokens - 1:
                 break
@@ -382,12 +404,10 @@ def _decode_loop(model: GLMForPreTraining, ids: np.ndarray, new_tokens: int, cho
             positions = np.where(mask_positions >= 0, mask_positions, slot - pads)
             blocks = slot - context + 1
             position_ids = np.stack([positions, blocks], axis=1).reshape(batch, 2, 1).astype(np.int32)
-            logits, seconds = _timed_call(decoder, decoder.decode, stats,
-                                          Tensor(tokens.reshape(batch, 1), ms.int32), Tensor(position_ids),
-                                          Tensor(np.array([slot], np.int32)),
-                                          Tensor(decode_mask(pads, slot, decoder.cache_length)))
-            stats.decode_seconds += seconds
-            stats.steps += 1
+            logits, compile_seconds = _call(decoder, decoder.decode, stats,
+                                            Tensor(tokens.reshape(batch, 1).astype(np.int32)),
+                                            Tensor(position_ids), Tensor(np.array([slot], np.int32)),
+                                            Tensor(decode_mask(pads, slot, decoder.cache_length)))
     finally:
         model.generation_stats = stats
         logger.info("generated %d tokens in %.3fs (%.1f tokens/s; compile %.2fs apart)", stats.new_tokens,
