@@ -273,7 +273,7 @@ def test_build_is_cached_per_source_and_reused(tmp_path, monkeypatch):
 
 def test_failing_compiler_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("GLM_KERNEL_CACHE", str(tmp_path))
-    with pytest.raises(kernels.KernelBuildError, match=r"failed on attention\.cc, linear\.cc"):
+    with pytest.raises(kernels.KernelBuildError, match=r"failed on attention\.cc, layer\.cc, linear\.cc, rotary\.cc"):
         kernels.build(compiler="false")
     assert list(tmp_path.iterdir()) == []
 

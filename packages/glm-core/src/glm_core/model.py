@@ -277,9 +277,25 @@ class GLMBlock(nn.Cell):
         self.dropout = nn.Dropout(p=config.hidden_dropout_rate) if config.hidden_dropout_rate else None
         self.fuses_norms = (self.dropout is None and self.mlp.dense_4h_to_h.matmul_norm is not None
                             and param_dtype == ms.float32 and ln_dtype == ms.float32)
+        self.kernel = None  # with fused layernorms and a KV cache: the whole block in one operator
+        if self.fuses_norms and self.attention.kernel is not None:
+            from glm_core.kernels import layer_operator
+
+            self.kernel = layer_operator()
+            attention = self.attention
+            self.kernel_scalars = Tensor([attention.query_scale, attention.layer_scale, self.alpha,
+                                          config.layernorm_epsilon], ms.float32)
 
     def construct(self, x, rotary, mask, cache=None, cache_positions=None, next_norm=None):
         """``rotary``: what SelfAttention takes (position ids or cos and sin); see there."""
+        if next_norm is not None and cache is not None and self.kernel is not None:  # kernels/layer.cc
+            attention, mlp, post_norm = self.attention, self.mlp, self.post_attention_layernorm
+            return self.kernel(x, rotary, mask, cache_positions, cache.key, cache.value, attention.rotary.cos_table,
+                               attention.rotary.sin_table, attention.query_key_value.weight,
+                               attention.query_key_value.bias, attention.dense.weight, attention.dense.bias,
+                               post_norm.gamma, post_norm.beta, mlp.dense_h_to_4h.weight, mlp.dense_h_to_4h.bias,
+                               mlp.dense_4h_to_h.weight, mlp.dense_4h_to_h.bias, next_norm[0], next_norm[1],
+                               self.kernel_scalars)
         if next_norm is not None:  # x is input_layernorm(x) already; the output Linears apply the layernorms
             post_norm = (self.post_attention_layernorm.gamma, self.post_attention_layernorm.beta)
             mlp_input = self.attention(x, rotary, mask, cache, cache_positions, residual=x, norm=post_norm)

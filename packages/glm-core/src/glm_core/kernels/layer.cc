@@ -1,0 +1,104 @@
+// A whole GLM block of an inference model with a KV cache, float32 on CPU, as one MindSpore "aot" Custom
+// operator: the six kernels and two cache writes a block otherwise takes, each with MindSpore's launch
+// overhead (about 25 us a kernel on a glm_bench decode step, a few percent of the step).
+//
+// x is the block's input already through its input_layernorm (the previous block's last Linear applies it);
+// the output goes through next_norm, the next block's input_layernorm or the final one (see GLMBlock):
+//   qkv = x Wqkv^T + b                                   (linear.h)
+//   query, keys, values = 2D rotary of qkv; keys and values written into the cache at `slots` (rotary.h)
+//   context = attention of query over the cache          (attention.h)
+//   h = post_attention_layernorm(x * alpha + (context Wdense^T + b))
+//   out = next_norm(h * alpha + (gelu(h W4h^T + b) Wh^T + b))
+// Each step runs the code of the operator it replaces, so the results are those operators' bit for bit.
+#include "attention.h"
+#include "linear.h"
+#include "rotary.h"
+
+namespace {
+
+enum Param {
+  X, POSITION_IDS, MASK, SLOTS, KEY_CACHE, VALUE_CACHE, COS, SIN, QKV_W, QKV_B, DENSE_W, DENSE_B, POST_GAMMA,
+  POST_BETA, H_TO_4H_W, H_TO_4H_B, FOUR_H_TO_H_W, FOUR_H_TO_H_B, NEXT_GAMMA, NEXT_BETA, SCALARS, OUT, COUNT
+};
+
+bool shape_is(int *ndims, int64_t **shapes, int param, std::initializer_list<int64_t> shape) {
+  if (ndims[param] != static_cast<int>(shape.size())) return false;
+  int axis = 0;
+  for (int64_t size : shape)
+    if (shapes[param][axis++] != size) return false;
+  return true;
+}
+
+// Scratch arrays per calling thread, kept between calls.
+float *scratch(std::vector<float> &buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+}  // namespace
+
+// MindSpore's aot signature: params in the order of Param above. x [B, S, H]; position_ids [B, 2, S] int32;
+// mask [B, 1, S, L] bool (True = masked); slots [S] int32; key and value caches [L, B, heads, D], written in
+// place; the rotary tables cos and sin [P, D / 2]; the Linears' weights [out, in] and biases; the layernorms'
+// gamma and beta [H]; scalars [4] = (query scale, layer scale, alpha, layernorm epsilon); out [B, S, H].
+// Returns non-zero on shapes or dtypes it cannot handle, and on a position or slot out of range.
+extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                         void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != COUNT || ndims[X] != 3 || ndims[KEY_CACHE] != 4 || ndims[QKV_W] != 2 || ndims[H_TO_4H_W] != 2)
+    return 1;
+  for (int i = 0; i < nparam; ++i) {
+    const char *expected = i == POSITION_IDS || i == SLOTS ? "int32" : i == MASK ? "bool" : "float32";
+    if (std::strcmp(dtypes[i], expected) != 0) return 1;
+  }
+  const int64_t batch = shapes[X][0], seq = shapes[X][1], hidden = shapes[X][2];
+  const int64_t length = shapes[KEY_CACHE][0], heads = shapes[KEY_CACHE][2], dim = shapes[KEY_CACHE][3];
+  const int64_t inner = shapes[H_TO_4H_W][0], table_rows = shapes[COS][0];
+  if (heads * dim != hidden || dim % 4 != 0 || !shape_is(ndims, shapes, POSITION_IDS, {batch, 2, seq}) ||
+      !shape_is(ndims, shapes, MASK, {batch, 1, seq, length}) || !shape_is(ndims, shapes, SLOTS, {seq}) ||
+      !shape_is(ndims, shapes, KEY_CACHE, {length, batch, heads, dim}) ||
+      !shape_is(ndims, shapes, VALUE_CACHE, {length, batch, heads, dim}) ||
+      !shape_is(ndims, shapes, COS, {table_rows, dim / 2}) || !shape_is(ndims, shapes, SIN, {table_rows, dim / 2}) ||
+      !shape_is(ndims, shapes, QKV_W, {3 * hidden, hidden}) || !shape_is(ndims, shapes, QKV_B, {3 * hidden}) ||
+      !shape_is(ndims, shapes, DENSE_W, {hidden, hidden}) || !shape_is(ndims, shapes, DENSE_B, {hidden}) ||
+      !shape_is(ndims, shapes, H_TO_4H_W, {inner, hidden}) || !shape_is(ndims, shapes, H_TO_4H_B, {inner}) ||
+      !shape_is(ndims, shapes, FOUR_H_TO_H_W, {hidden, inner}) || !shape_is(ndims, shapes, FOUR_H_TO_H_B, {hidden}) ||
+      !shape_is(ndims, shapes, SCALARS, {4}) || !shape_is(ndims, shapes, OUT, {batch, seq, hidden}))
+    return 1;
+  for (int norm : {POST_GAMMA, POST_BETA, NEXT_GAMMA, NEXT_BETA})
+    if (!shape_is(ndims, shapes, norm, {hidden})) return 1;
+  const auto in = [&](int param) { return static_cast<const float *>(params[param]); };
+  const int32_t *position_ids = static_cast<const int32_t *>(params[POSITION_IDS]);
+  const int32_t *slots = static_cast<const int32_t *>(params[SLOTS]);
+  for (int64_t i = 0; i < batch * 2 * seq; ++i)
+    if (position_ids[i] < 0 || position_ids[i] >= table_rows) return 1;
+  for (int64_t s = 0; s < seq; ++s)
+    if (slots[s] < 0 || slots[s] >= length) return 1;
+  const float query_scale = in(SCALARS)[0], layer_scale = in(SCALARS)[1], alpha = in(SCALARS)[2];
+  const float epsilon = in(SCALARS)[3];
+  float *key_cache = static_cast<float *>(params[KEY_CACHE]), *value_cache = static_cast<float *>(params[VALUE_CACHE]);
+  float *out = static_cast<float *>(params[OUT]);
+
+  static thread_local std::vector<float> qkv_buffer, query_buffer, context_buffer, mlp_buffer, inner_buffer;
+  const int64_t rows = batch * seq;
+  float *qkv = scratch(qkv_buffer, rows * 3 * hidden), *query = scratch(query_buffer, rows * hidden);
+  float *context = scratch(context_buffer, rows * hidden), *mlp_input = scratch(mlp_buffer, rows * hidden);
+  float *activations = scratch(inner_buffer, rows * inner);
+
+  glm::run(glm::Product{in(X), in(QKV_W), in(QKV_B), nullptr, 0.0f, qkv, rows, hidden, 3 * hidden, false});
+  glm::Rotary rotary{qkv, position_ids, in(COS), in(SIN), query_scale, query, key_cache, value_cache,
+                     batch, seq, heads, dim};
+  rotary.slots = slots;
+  glm::run(rotary);
+  glm::run(glm::Attention{query, key_cache, value_cache, static_cast<const bool *>(params[MASK]), layer_scale,
+                          context, batch, seq, heads, length, dim});
+  glm::run(glm::Product{context, in(DENSE_W), in(DENSE_B), in(X), alpha, mlp_input, rows, hidden, hidden, false},
+           in(POST_GAMMA), in(POST_BETA), epsilon);
+  glm::run(glm::Product{mlp_input, in(H_TO_4H_W), in(H_TO_4H_B), nullptr, 0.0f, activations, rows, hidden, inner,
+                        true});
+  glm::run(glm::Product{activations, in(FOUR_H_TO_H_W), in(FOUR_H_TO_H_B), mlp_input, alpha, out, rows, inner,
+                        hidden, false},
+           in(NEXT_GAMMA), in(NEXT_BETA), epsilon);
+  return 0;
+}
