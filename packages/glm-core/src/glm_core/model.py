@@ -263,7 +263,8 @@ class GLMBlock(nn.Cell):
     On glm_core's CPU kernels without dropout (``fuses_norms``) each layernorm runs inside the kernel of the
     Linear before it: called with ``next_norm``, the block takes ``input_layernorm(x)`` in place of ``x``
     and returns its output through ``next_norm`` (the gamma and beta of the next block's input_layernorm,
-    or of the final one). The results have the same bits; a decode step runs 16 operators fewer.
+    or of the final one). With a KV cache as well, the whole block is one operator (``kernels/layer.cc``),
+    which also writes the keys and values into the cache. The results have the same bits either way.
     """
 
     def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, inference: bool):
