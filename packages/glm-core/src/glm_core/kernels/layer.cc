@@ -29,11 +29,19 @@ bool shape_is(int *ndims, int64_t **shapes, int param, std::initializer_list<int
   return true;
 }
 
-// Scratch arrays per calling thread, kept between calls.
-float *scratch(std::vector<float> &buffer, int64_t size) {
-  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
-  return buffer.data();
-}
+// The block's intermediate arrays, kept between calls (a decode step would otherwise allocate five) and
+// shared by every caller, one at a time: a long prompt on ChatGLM-6B needs some 300 MB of them, which one
+// copy per MindSpore thread would multiply.
+struct Scratch {
+  std::mutex mutex;
+  std::vector<float> qkv, query, context, mlp_input, activations;
+
+  static float *at_least(std::vector<float> &buffer, int64_t size) {
+    if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+    return buffer.data();
+  }
+};
+Scratch scratch;
 
 }  // namespace
 
@@ -80,11 +88,13 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
   float *key_cache = static_cast<float *>(params[KEY_CACHE]), *value_cache = static_cast<float *>(params[VALUE_CACHE]);
   float *out = static_cast<float *>(params[OUT]);
 
-  static thread_local std::vector<float> qkv_buffer, query_buffer, context_buffer, mlp_buffer, inner_buffer;
   const int64_t rows = batch * seq;
-  float *qkv = scratch(qkv_buffer, rows * 3 * hidden), *query = scratch(query_buffer, rows * hidden);
-  float *context = scratch(context_buffer, rows * hidden), *mlp_input = scratch(mlp_buffer, rows * hidden);
-  float *activations = scratch(inner_buffer, rows * inner);
+  std::lock_guard<std::mutex> lock(scratch.mutex);
+  float *qkv = Scratch::at_least(scratch.qkv, rows * 3 * hidden);
+  float *query = Scratch::at_least(scratch.query, rows * hidden);
+  float *context = Scratch::at_least(scratch.context, rows * hidden);
+  float *mlp_input = Scratch::at_least(scratch.mlp_input, rows * hidden);
+  float *activations = Scratch::at_least(scratch.activations, rows * inner);
 
   glm::run(glm::Product{in(X), in(QKV_W), in(QKV_B), nullptr, 0.0f, qkv, rows, hidden, 3 * hidden, false});
   glm::Rotary rotary{qkv, position_ids, in(COS), in(SIN), query_scale, query, key_cache, value_cache,
