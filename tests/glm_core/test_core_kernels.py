@@ -23,7 +23,7 @@ class KernelProduct(nn.Cell):
 class KernelProductWithBias(nn.Cell):
     def __init__(self):
         super().__init__()
-        self.product = kernels.linear_operator(bias=True)
+        self.product = kernels.linear_operator()
 
     def construct(self, x, w, b):
         return self.product(x, w, b)

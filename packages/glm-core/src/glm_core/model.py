@@ -54,16 +54,13 @@ class Linear(nn.Cell):
         super().__init__()
         self.weight = Parameter(initializer(Normal(0.02), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
-        kernel = norm_kernel = None
+        kernel = None
         if runs_cpu_kernels(inference, compute_dtype):
             from glm_core.kernels import linear_operator
 
-            kernel = linear_operator(bias, gelu, residual_scale is not None)
-            if norm_epsilon is not None:
-                norm_kernel = linear_operator(bias, residual=True, norm=True)
+            kernel = linear_operator(gelu)
         self.uses_kernel = kernel is not None
         self.matmul = kernel if kernel is not None else ops.MatMul(transpose_b=True)
-        self.matmul_norm = norm_kernel
         self.layer_norm = ops.LayerNorm(-1, -1, norm_epsilon) if norm_epsilon is not None else None
         self.kernel_norm_epsilon = Tensor([norm_epsilon or 0.0], ms.float32)
         self.out_features = out_features
@@ -78,8 +75,8 @@ class Linear(nn.Cell):
         x = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
         if self.uses_kernel:  # float32: no casts; the kernel adds the bias and the residual
             if norm is not None:
-                y = self.matmul_norm(x, self.weight, self.bias, residual.reshape(x.shape[0], -1),
-                                     self.kernel_residual_scale, norm[0], norm[1], self.kernel_norm_epsilon)
+                y = self.matmul(x, self.weight, self.bias, residual.reshape(x.shape[0], -1),
+                                self.kernel_residual_scale, norm[0], norm[1], self.kernel_norm_epsilon)
             elif residual is not None:
                 y = self.matmul(x, self.weight, self.bias, residual.reshape(x.shape[0], -1),
                                 self.kernel_residual_scale)
@@ -276,7 +273,7 @@ class GLMBlock(nn.Cell):
         self.mlp = MLP(config, inference)
         self.alpha = config.residual_alpha
         self.dropout = nn.Dropout(p=config.hidden_dropout_rate) if config.hidden_dropout_rate else None
-        self.fuses_norms = (self.dropout is None and self.mlp.dense_4h_to_h.matmul_norm is not None
+        self.fuses_norms = (self.dropout is None and self.mlp.dense_4h_to_h.uses_kernel
                             and param_dtype == ms.float32 and ln_dtype == ms.float32)
         self.kernel = None  # with fused layernorms and a KV cache: the whole block in one operator
         if self.fuses_norms and self.attention.kernel is not None:

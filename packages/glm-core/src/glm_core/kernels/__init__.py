@@ -159,29 +159,25 @@ def configure_cpu_threads(threads: int | None = None) -> None:
         ms.device_context.cpu.op_tuning.threads_num(1 if _library() is not None else threads)
 
 
-def linear_operator(bias: bool = False, gelu: bool = False, residual: bool = False, norm: bool = False):
-    """A MindSpore op computing ``x @ w.T (+ b)`` for float32 ``x [rows, in]``, ``w [out, in]``, ``b [out]``.
+def linear_operator(gelu: bool = False):
+    """A MindSpore op computing ``x @ w.T`` for float32 ``x [rows, in]``, ``w [out, in]``; ``None`` when the
+    kernel is unavailable. Its inputs say what else it does:
 
-    ``gelu=True``: the MLP's tanh GELU applied to every output (the original's formula). ``residual=True``
-    (with a bias): the op takes two more inputs, ``r [rows, out]`` and ``a [1]``, and returns
-    ``r * a + (x @ w.T + b)``, GLM's residual connection. ``norm=True`` (with a residual): three more,
-    ``gamma [out]``, ``beta [out]`` and ``epsilon [1]``, and it returns the layernorm of that sum, with the
-    bits of MindSpore's LayerNorm. ``None`` when the kernel is unavailable.
+    - ``(x, w)``; ``(x, w, b)`` adds the bias ``b [out]``;
+    - ``(x, w, b, r, a)`` returns ``r * a + (x @ w.T + b)`` for ``r [rows, out]`` and ``a [1]``, GLM's
+      residual connection;
+    - ``(x, w, b, r, a, gamma, beta, epsilon)``: the layernorm of that sum (``gamma``, ``beta [out]``,
+      ``epsilon [1]``), with the bits of MindSpore's LayerNorm.
+
+    ``gelu=True`` (without a residual): the MLP's tanh GELU applied to every output (the original's formula).
     """
     library = _library()
     if library is None:
         return None
     from mindspore import float32, ops
 
-    symbol = f"{library}:{'glm_linear_gelu' if gelu else 'glm_linear'}"
-    if norm:
-        return ops.Custom(symbol, out_shape=lambda x, w, b, r, a, gamma, beta, epsilon: [x[0], w[0]],
-                          out_dtype=float32, func_type="aot")
-    if residual:
-        return ops.Custom(symbol, out_shape=lambda x, w, b, r, a: [x[0], w[0]], out_dtype=float32, func_type="aot")
-    if bias:
-        return ops.Custom(symbol, out_shape=lambda x, w, b: [x[0], w[0]], out_dtype=float32, func_type="aot")
-    return ops.Custom(symbol, out_shape=lambda x, w: [x[0], w[0]], out_dtype=float32, func_type="aot")
+    return ops.Custom(f"{library}:{'glm_linear_gelu' if gelu else 'glm_linear'}",
+                      out_shape=lambda x, w, *others: [x[0], w[0]], out_dtype=float32, func_type="aot")
 
 
 def attention_operator():

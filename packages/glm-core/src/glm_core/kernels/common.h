@@ -1,5 +1,6 @@
 // What glm-core's CPU kernels share: the vector type their sums use and the helper threads they split work
-// among. Compiled into one library with linear.cc, rotary.cc and attention.cc (see kernels/__init__.py).
+// among. Included by the arithmetic headers (linear.h, rotary.h, attention.h), whose operators (linear.cc,
+// rotary.cc, attention.cc, layer.cc) are compiled into one library (see kernels/__init__.py).
 #pragma once
 
 #include <algorithm>

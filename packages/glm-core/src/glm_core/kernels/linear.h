@@ -6,8 +6,8 @@
 // LayerNorm computes it.
 //
 // A one-token decode step is a matrix-vector product that reads every weight once, so it is bound by memory
-// bandwidth. Each weight row is streamed contiguously, OUTPUT_TILE rows at a time, against x held in cache,
-// and the output rows are split among threads.
+// bandwidth. Each weight row is streamed contiguously against x held in cache (one row after another for a
+// single row of x, OUTPUT_TILE side by side for several), and the output rows are split among threads.
 //
 // Every output element is computed with the same arithmetic whatever the number of rows or how the work is
 // tiled and split among threads: LANES sums accumulated over K in steps of LANES, added up by a fixed
