@@ -83,10 +83,7 @@ class Linear(nn.Cell):
             else:
                 y = self.matmul(x, self.weight) if self.bias is None else self.matmul(x, self.weight, self.bias)
             return y.reshape(*leading, self.out_features)
-        weight = self.weight.astype(self.compute_dtype) if self.cast_weight else self.weight
-        y = self.matmul(x, weight)
-        if self.bias is not None:
-            y = y + (self.bias.astype(self.compute_dtype) if self.cast_weight else self.bias)
+        y = self.project(x)
         if self.gelu:
             y = ops.gelu(y, approximate="tanh")
         y = y.reshape(*leading, self.out_features)
@@ -94,6 +91,15 @@ class Linear(nn.Cell):
             y = residual * self.residual_scale + y
         if norm is not None:
             y, _, _ = self.layer_norm(y, norm[0].astype(y.dtype), norm[1].astype(y.dtype))
+        return y
+
+    def project(self, x):
+        """``x Wᵀ + b`` on MindSpore's ops for rows ``x [N, in]`` in the compute dtype: the training path, and
+        what a variant such as :class:`glm_core.lora.LoRALinear` extends."""
+        weight = self.weight.astype(self.compute_dtype) if self.cast_weight else self.weight
+        y = self.matmul(x, weight)
+        if self.bias is not None:
+            y = y + (self.bias.astype(self.compute_dtype) if self.cast_weight else self.bias)
         return y
 
 
