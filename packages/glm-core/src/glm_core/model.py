@@ -13,6 +13,7 @@ and, with a KV cache passed in, the incremental decoder of ``generation.py``.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import mindspore as ms
 import numpy as np
@@ -28,6 +29,29 @@ _DTYPES = {"float32": ms.float32, "float16": ms.float16}
 
 def mindspore_dtype(name: str):
     return _DTYPES[name]
+
+
+_random_weights = True  # False inside skip_random_init()
+
+
+@contextmanager
+def skip_random_init():
+    """Within it, models are built with zero weights instead of random ones, for a checkpoint to fill.
+
+    MindSpore allocates zero parameters as untouched memory, which costs nothing until written: a model
+    built so and then loaded holds its weights once (random float32 weights of ChatGLM-6B take 24.7 GB).
+    """
+    global _random_weights
+    previous, _random_weights = _random_weights, False
+    try:
+        yield
+    finally:
+        _random_weights = previous
+
+
+def _weight_init():
+    """The initializer of Linear weights and embeddings: Normal(0.02), or zeros inside skip_random_init()."""
+    return Normal(0.02) if _random_weights else "zeros"
 
 
 def runs_cpu_kernels(inference: bool, compute_dtype) -> bool:
@@ -52,7 +76,7 @@ class Linear(nn.Cell):
     def __init__(self, in_features, out_features, bias=True, inference=False, param_dtype=ms.float32,
                  compute_dtype=ms.float32, gelu=False, residual_scale=None, norm_epsilon=None):
         super().__init__()
-        self.weight = Parameter(initializer(Normal(0.02), (out_features, in_features), param_dtype), name="weight")
+        self.weight = Parameter(initializer(_weight_init(), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
         kernel = None
         if runs_cpu_kernels(inference, compute_dtype):
@@ -125,7 +149,7 @@ class Embedding(nn.Cell):
 
     def __init__(self, vocab_size, hidden_size, param_dtype=ms.float32):
         super().__init__()
-        self.embedding_table = Parameter(initializer(Normal(0.02), (vocab_size, hidden_size), param_dtype),
+        self.embedding_table = Parameter(initializer(_weight_init(), (vocab_size, hidden_size), param_dtype),
                                          name="embedding_table")
 
     def construct(self, input_ids):
