@@ -19,23 +19,28 @@ Inference models computing in float32 on CPU use them:
 
 Together they make an incremental decode step reproduce a full forward bit for bit.
 
-The library is built with the system's C++ compiler (``$CXX``, else ``g++`` or ``c++``) for this machine
-(``-march=native``) into a cache folder (``$GLM_KERNEL_CACHE``, else ``~/.cache/glm/kernels``), once per
-source, compiler and CPU. Without a compiler the operators are ``None`` (a warning says why) and the model
-falls back to MindSpore's MatMul and BatchMatMul.
+The library is built with the system's C++ compiler (``$CXX``, else ``g++`` or ``c++``), which must be GCC
+(the bit-for-bit claim rests on its floating-point code), for this machine (``-march=native``) into a cache
+folder (``$GLM_KERNEL_CACHE``, else ``~/.cache/glm/kernels``), once per source, compiler and CPU; processes
+starting together build it once, under a lock. Without GCC, or when the library cannot be built or loaded,
+the operators are ``None`` (a warning says why) and the model falls back to MindSpore's MatMul and
+BatchMatMul.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -44,12 +49,23 @@ SOURCES = sorted(Path(__file__).parent.glob("*.cc"))
 HEADERS = sorted(Path(__file__).parent.glob("*.h"))
 FLAGS = ("-O3", "-march=native", "-std=gnu++17", "-ffp-contract=fast", "-shared", "-fPIC", "-pthread")
 
+# Compilers that define __GNUC__ for compatibility without being GCC.
+NOT_GCC_MACROS = ("__clang__", "__INTEL_COMPILER", "__INTEL_LLVM_COMPILER")
+
+# /proc/cpuinfo's lines that say which CPU ``-march=native`` compiles for: x86 names its model and features
+# in "model name" and "flags"; aarch64 in "CPU implementer" (the vendor), "CPU part" (the core), ... and
+# "Features".
+CPU_FIELDS = ("model name", "flags", "CPU implementer", "CPU architecture", "CPU variant", "CPU part",
+              "CPU revision", "Features")
+
 
 class KernelBuildError(RuntimeError):
-    """The C++ kernels could not be compiled; the message holds the compiler's output."""
+    """The C++ kernels could not be compiled or loaded; the message says why (the compiler's output, say)."""
 
 
 def cache_dir() -> Path:
+    """The folder of built libraries: ``$GLM_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/glm/kernels``, else
+    ``~/.cache/glm/kernels``."""
     configured = os.environ.get("GLM_KERNEL_CACHE")
     if configured:
         return Path(configured)
@@ -57,6 +73,8 @@ def cache_dir() -> Path:
 
 
 def find_compiler() -> str | None:
+    """The path of the C++ compiler to build with: ``$CXX`` when set, else ``g++``, else ``c++``; ``None``
+    when none of them is found. Whether it is GCC is checked by ``build``."""
     for candidate in (os.environ.get("CXX"), "g++", "c++"):
         path = shutil.which(candidate) if candidate else None
         if path:
@@ -64,38 +82,127 @@ def find_compiler() -> str | None:
     return None
 
 
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on: the CPU model and its flags."""
+def cpu_signature(cpuinfo: str | None = None) -> str:
+    """What ``-march=native`` depends on: the machine type and the CPU's model and features, read from
+    ``cpuinfo`` (the text of ``/proc/cpuinfo``; read from there when ``None``).
+
+    Each distinct line counts once, so that both core types of a big.LITTLE chip enter the signature.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    wanted = {}
+    for line in cpuinfo.splitlines():
+        field, _, value = line.partition(":")
+        if field.strip() in CPU_FIELDS:
+            wanted[f"{field.strip()}: {value.strip()}"] = None
+    return "\n".join([os.uname().machine, *wanted])
+
+
+def compiler_identity(compiler: str) -> str:
+    """The first line of ``compiler --version``, once ``compiler`` is known to be GCC.
+
+    The kernels' bit-for-bit agreement between a decode step and a full forward rests on GCC's
+    floating-point code generation (which products ``-ffp-contract=fast`` fuses, the order its vectoriser
+    sums in); clang and Intel's compilers, which also define ``__GNUC__``, promise neither.
+
+    Raises ``KernelBuildError`` when ``compiler`` cannot be run or is not GCC.
+    """
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return os.uname().machine
-    wanted = [line for line in lines if line.startswith(("model name", "flags"))]
-    return "\n".join(wanted[:2])
+        macros = subprocess.run([compiler, "-dM", "-E", "-x", "c++", os.devnull], capture_output=True,
+                                text=True, check=False)
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise KernelBuildError(f"cannot run the C++ compiler {compiler}: {error}") from error
+    defined = {line.split()[1] for line in macros.stdout.splitlines() if line.startswith("#define ")}
+    identity = version.stdout.strip().splitlines()[0] if version.stdout.strip() else "an unknown compiler"
+    if macros.returncode != 0 or "__GNUC__" not in defined or defined.intersection(NOT_GCC_MACROS):
+        raise KernelBuildError(f"{compiler} ({identity}) is not GCC, and the kernels' bit-for-bit results "
+                               "rely on GCC's floating point: install g++, or set CXX to a GCC")
+    return identity
 
 
-def _compiler_version(compiler: str) -> str:
-    result = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
-    return result.stdout.splitlines()[0] if result.stdout else compiler
+def library_path(compiler: str) -> Path:
+    """Where the library that ``compiler`` builds from these sources for this CPU lies in the cache.
+
+    Raises ``KernelBuildError`` when ``compiler`` is not GCC.
+    """
+    parts = [source.read_bytes() for source in (*SOURCES, *HEADERS)]
+    parts += [" ".join(FLAGS).encode(), compiler_identity(compiler).encode(), cpu_signature().encode()]
+    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    return cache_dir() / f"glm-kernels-{digest}.so"
 
 
 def build(compiler: str | None = None) -> Path:
     """Compile the kernels unless a library for these sources, compiler and CPU is cached; return its path.
 
-    The library is written under a temporary name and renamed into place, so concurrent builds (several
-    ``msrun`` workers, say) never load a half-written file.
+    Processes starting together (``msrun`` workers on one machine) compile once: the first takes a lock
+    file beside the library and says it is compiling, the others wait for it (and say so), then find the
+    library. It is written under a temporary name and renamed into place, so that no process loads a
+    half-written file.
+
+    Raises ``KernelBuildError`` when no compiler is found, when it is not GCC, or when it fails; ``OSError``
+    when the cache folder cannot be written.
     """
     compiler = compiler or find_compiler()
     if compiler is None:
         raise KernelBuildError("no C++ compiler found (set CXX, or install g++)")
-    parts = [source.read_bytes() for source in (*SOURCES, *HEADERS)]
-    parts += [" ".join(FLAGS).encode(), _compiler_version(compiler).encode(), _cpu_signature().encode()]
-    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    library = cache_dir() / f"glm-kernels-{digest}.so"
+    library = library_path(compiler)
     if library.is_file():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=".glm-kernels-", suffix=".so", dir=library.parent)
+    with _exclusive_lock(library.with_suffix(".lock")):
+        if not library.is_file():  # else another process built it while this one waited
+            _compile(compiler, library)
+    return library
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created when missing) while the body runs.
+
+    The holder removes the file before it unlocks, so that the cache keeps only libraries; a process that
+    was waiting then holds the lock of a removed file, sees that ``path`` no longer names it, and starts
+    again on the new one. The kernel releases the lock of a process that dies, so none is ever stale.
+    """
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.warning("waiting for another process to finish compiling glm-core's CPU kernels (it "
+                               "holds %s)", path)
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if _names_same_file(path, descriptor):
+                try:
+                    yield
+                finally:
+                    path.unlink()
+                return
+        finally:
+            os.close(descriptor)  # which releases the lock
+
+
+def _names_same_file(path: Path, descriptor: int) -> bool:
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _compile(compiler: str, library: Path) -> None:
+    """Compile the sources into ``library`` through a temporary file; the caller holds the build lock."""
+    # Whatever an earlier build killed by a signal left behind; no other process builds this library now.
+    for leftover in library.parent.glob(f".{library.name}.*"):
+        leftover.unlink(missing_ok=True)
+    logger.warning("compiling glm-core's CPU kernels into %s with %s (once per source, compiler and CPU)",
+                   library, compiler)
+    handle, partial = tempfile.mkstemp(prefix=f".{library.name}.", dir=library.parent)
     os.close(handle)
     try:
         result = subprocess.run([compiler, *FLAGS, "-o", partial, *map(str, SOURCES)], capture_output=True,
@@ -107,13 +214,36 @@ def build(compiler: str | None = None) -> Path:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    return library
+
+
+def exported_functions() -> list[str]:
+    """The names of the ``extern "C"`` functions the sources define: what the library must export."""
+    pattern = re.compile(r'extern "C"[^(]*?\b(glm_\w+)\s*\(')
+    return [name for source in SOURCES for name in pattern.findall(source.read_text())]
+
+
+def check_loadable(library: Path) -> None:
+    """Load ``library`` as MindSpore will, and look up every function it must export.
+
+    Raises ``KernelBuildError`` naming the library when it cannot be loaded (a cache folder on a ``noexec``
+    file system, a damaged file) or lacks a function.
+    """
+    try:
+        loaded = ctypes.CDLL(str(library))
+    except OSError as error:
+        raise KernelBuildError(f"the kernel library was built but cannot be loaded ({error}); set "
+                               "GLM_KERNEL_CACHE to a folder where programs may run, or delete the file to "
+                               "rebuild it") from error
+    missing = [name for name in exported_functions() if not hasattr(loaded, name)]
+    if missing:
+        raise KernelBuildError(f"the kernel library {library} lacks {', '.join(missing)}; delete it to rebuild it")
 
 
 @functools.lru_cache(maxsize=1)
 def _library() -> Path | None:
     try:
         library = build()
+        check_loadable(library)
     except (KernelBuildError, OSError) as error:
         logger.warning("glm-core's CPU kernels are unavailable, falling back to MindSpore's MatMul and "
                        "BatchMatMul (decoding will be slower): %s", error)
@@ -121,8 +251,6 @@ def _library() -> Path | None:
     _allow_in_mindspore(library.parent)
     set_threads(default_threads(), library)
     return library
-
-
 def _allow_in_mindspore(folder: Path) -> None:
     """Add ``folder`` to MindSpore's list of trusted custom-operator folders when the user keeps one."""
     allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
