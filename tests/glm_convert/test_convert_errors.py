@@ -15,8 +15,8 @@ from glm_convert import (
     convert_hf_to_ms,
     convert_ms_to_hf,
 )
-from glm_convert.mindspore_ckpt import CheckpointWriter
 from glm_core.checkpoint import read_checkpoint
+from glm_core.checkpoint_file import CheckpointWriter
 
 SHARD_1 = "pytorch_model-00001-of-00002.bin"
 SHARD_2 = "pytorch_model-00002-of-00002.bin"

@@ -5,7 +5,7 @@ import sys
 import weakref
 
 from glm_convert import hf_to_ms
-from glm_convert.mindspore_ckpt import CheckpointWriter
+from glm_core.checkpoint_file import CheckpointWriter
 
 
 def test_each_shard_is_released_before_the_next_is_converted(golden_hf_dir, tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_convert import UnreadableFileError, mindspore_ckpt
-from glm_convert.mindspore_ckpt import CheckpointReader, CheckpointWriter
+from glm_core import checkpoint_file
+from glm_core.checkpoint_file import CheckpointReader, CheckpointWriter, UnreadableCheckpointError
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def test_mindspore_loads_what_the_writer_wrote(tensors, tmp_path):
 
 def test_large_tensors_are_split_into_entries_mindspore_joins(tensors, tmp_path, monkeypatch):
     """MindSpore splits tensors over 512 MiB into consecutive same-name entries; so do we, at the same bytes."""
-    monkeypatch.setattr(mindspore_ckpt, "SLICE_BYTES", 1000)
-    monkeypatch.setattr(mindspore_ckpt, "_CONVERSION_BYTES", 256)
+    monkeypatch.setattr(checkpoint_file, "SLICE_BYTES", 1000)
+    monkeypatch.setattr(checkpoint_file, "_CONVERSION_BYTES", 256)
     path = write(tmp_path / "sliced.ckpt", tensors, np.float32)
     reader = CheckpointReader(path)
     assert len(reader.tensors["lm_head.weight"].pieces) == 20  # 300 × 16 × 4 bytes in 1000-byte entries
@@ -99,12 +99,12 @@ def test_writer_reads_non_contiguous_arrays(tmp_path):
 def test_truncated_file_is_named(tensors, tmp_path, cut):
     path = write(tmp_path / "whole.ckpt", tensors)
     path.write_bytes(path.read_bytes()[:-cut])
-    with pytest.raises(UnreadableFileError, match=re.escape(f"{path}: not a readable MindSpore checkpoint")):
+    with pytest.raises(UnreadableCheckpointError, match=re.escape(f"{path}: not a readable MindSpore checkpoint")):
         CheckpointReader(path)
 
 
 def test_other_files_are_not_checkpoints(tmp_path):
     path = tmp_path / "notes.ckpt"
     path.write_text("these are not weights\n" * 20)
-    with pytest.raises(UnreadableFileError, match=r"notes\.ckpt: not a readable MindSpore checkpoint"):
+    with pytest.raises(UnreadableCheckpointError, match=r"notes\.ckpt: not a readable MindSpore checkpoint"):
         CheckpointReader(path)

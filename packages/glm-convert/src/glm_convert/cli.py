@@ -16,9 +16,9 @@ from pathlib import Path
 from glm_convert.__about__ import __version__
 from glm_convert.errors import ConversionError
 from glm_convert.hf_to_ms import convert_hf_to_ms
-from glm_convert.mindspore_ckpt import TENSOR_TYPES
 from glm_convert.ms_to_hf import DEFAULT_MAX_SHARD_BYTES, convert_ms_to_hf
 from glm_convert.summary import ConversionSummary
+from glm_core.checkpoint_file import TENSOR_TYPES
 
 EXIT_BAD_INPUT = 2  # as argparse uses for unusable arguments
 EXIT_INTERRUPTED = 130

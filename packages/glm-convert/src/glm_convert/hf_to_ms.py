@@ -20,10 +20,10 @@ from tqdm import tqdm
 from glm_convert.errors import ConversionError
 from glm_convert.hf_weights import WeightsFile, find_weights_files, open_weights_file
 from glm_convert.layout import LM_HEAD, WORD_EMBEDDINGS, check_weights, hf_weight_shapes
-from glm_convert.mindspore_ckpt import TENSOR_TYPES, CheckpointWriter
 from glm_convert.model_folder import CHECKPOINT_NAME, CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, load_config
 from glm_convert.staging import StagedFiles
 from glm_convert.summary import ConversionSummary
+from glm_core.checkpoint_file import TENSOR_TYPES, CheckpointWriter
 from glm_core.config import GLMConfig
 from glm_core.names import mindformers_name
 

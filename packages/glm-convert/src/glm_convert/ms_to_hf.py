@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file as save_safetensors
 from tqdm import tqdm
 
+from glm_convert.errors import UnreadableFileError
 from glm_convert.hf_weights import SAFETENSORS_INDEX, TORCH_INDEX
 from glm_convert.layout import (
     LM_HEAD,
@@ -30,10 +31,10 @@ from glm_convert.layout import (
     inv_freq,
     mindspore_weight_shapes,
 )
-from glm_convert.mindspore_ckpt import CheckpointReader
 from glm_convert.model_folder import CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, hf_config, load_config
 from glm_convert.staging import StagedFiles
 from glm_convert.summary import ConversionSummary
+from glm_core.checkpoint_file import CheckpointReader, UnreadableCheckpointError
 from glm_core.config import GLMConfig
 from glm_core.names import mindformers_name
 
@@ -100,7 +101,10 @@ def convert_ms_to_hf(ckpt: str | os.PathLike, dst_dir: str | os.PathLike, *, con
     started = time.perf_counter()
     ckpt, dst_dir = Path(ckpt), Path(dst_dir)
     max_shard_bytes = parse_size(max_shard_size)
-    reader = CheckpointReader(ckpt)
+    try:
+        reader = CheckpointReader(ckpt)
+    except UnreadableCheckpointError as error:
+        raise UnreadableFileError(str(error)) from None
     config = load_config(config, ckpt)
     stored = {name: tensor.shape for name, tensor in reader.tensors.items()}
     stored.update(dict.fromkeys(reader.unsupported, ()))

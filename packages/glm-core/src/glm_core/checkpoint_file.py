@@ -1,8 +1,8 @@
-"""MindSpore ``.ckpt`` files, written and read one tensor at a time.
+"""MindSpore ``.ckpt`` files, written and read one tensor at a time, without MindSpore.
 
 ``mindspore.save_checkpoint`` takes every tensor at once and ``mindspore.load_checkpoint`` reads the whole
-file into memory twice over; for the 12.4 GB ChatGLM-6B neither fits a machine with 16 GB. The format is
-simple enough to stream: a ``.ckpt`` is the protobuf message ``Checkpoint`` of
+file into memory (refusing one larger than the free memory); for the 12.4 GB ChatGLM-6B neither fits a
+24 GB host. The format is simple enough to stream: a ``.ckpt`` is the protobuf message ``Checkpoint`` of
 ``mindspore/train/checkpoint_pb2.py``, whose repeated field ``value`` is written entry by entry::
 
     Checkpoint { repeated Value value = 1; }
@@ -11,12 +11,17 @@ simple enough to stream: a ``.ckpt`` is the protobuf message ``Checkpoint`` of
 
 A tensor over 512 MiB is split into several consecutive entries with the same tag, each holding the full
 dims and the next part of the raw bytes; readers join them. :class:`CheckpointWriter` writes exactly the
-bytes ``mindspore.save_checkpoint`` writes, and :class:`CheckpointReader` maps the file and returns each
-tensor as a view of it, so memory holds only the tensors in use.
+bytes ``mindspore.save_checkpoint`` writes. :class:`CheckpointReader` parses only the entry headers;
+:meth:`CheckpointReader.array` returns a tensor as a view of a memory map of the file (for converters,
+which hand it on), :meth:`CheckpointReader.read_into` reads it straight into a caller's buffer (for
+loading a model, so that memory holds the weights once, not the weights and the mapped file).
+
+This module needs numpy only: glm-convert uses it without loading MindSpore.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -24,8 +29,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-
-from glm_convert.errors import UnreadableFileError
 
 TENSOR_TYPES = {"float16": "Float16", "float32": "Float32"}  # numpy dtype → MindSpore tensor_type
 NUMPY_DTYPES = {name: np.dtype(dtype) for dtype, name in TENSOR_TYPES.items()}
@@ -35,6 +38,10 @@ _CRC_TRAILER = 17  # b"crc_num" + 10-byte CRC that save_checkpoint(crc_check=Tru
 
 # Protobuf wire types
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+
+
+class UnreadableCheckpointError(ValueError):
+    """A file that is not a MindSpore checkpoint, or a truncated or corrupt one; the message names it."""
 
 
 def _varint(value: int) -> bytes:
@@ -64,7 +71,7 @@ class CheckpointWriter:
     """Append tensors to a ``.ckpt`` file one at a time: ``with CheckpointWriter(path) as w: w.add(name, a)``.
 
     The file is written in place; callers wanting all-or-nothing output write to a temporary path (see
-    :class:`glm_convert.staging.StagedFiles`).
+    :func:`glm_core.checkpoint.save_checkpoint`).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -124,22 +131,40 @@ class CheckpointReader:
     """The tensors of a ``.ckpt`` file, read lazily from a memory map.
 
     Opening parses only the entry headers (names, types, shapes); :meth:`array` returns a tensor's data.
-    Raises :class:`UnreadableFileError` naming the file when it is truncated or not a checkpoint.
+    Raises :class:`UnreadableCheckpointError` naming the file when it is truncated or not a checkpoint.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no MindSpore checkpoint at {self.path}")
-        with open(self.path, "rb") as file:
-            # A private copy-on-write map: views of it are writable (torch wants that) but never touch the file.
-            self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) if self.path.stat().st_size else b""
+        self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+        # A private copy-on-write map: views of it are writable (torch wants that) but never touch the file.
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY) if self.path.stat().st_size else b""
         self.tensors: dict[str, StoredTensor] = {}
         self.unsupported: list[str] = []  # entries that are not plain tensors (MindSpore map tensors)
-        self._parse()
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
 
-    def _fail(self, reason: str) -> UnreadableFileError:
-        return UnreadableFileError(f"{self.path}: not a readable MindSpore checkpoint, truncated or corrupt? "
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file; arrays :meth:`array` returned keep the memory map, and with it the data, alive."""
+        self._file.close()
+        if isinstance(self._map, mmap.mmap):
+            # While views of it are in use, the map stays: it goes with the last of them.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+
+    def _fail(self, reason: str) -> UnreadableCheckpointError:
+        return UnreadableCheckpointError(f"{self.path}: not a readable MindSpore checkpoint, truncated or corrupt? "
                                    f"({reason})")
 
     def _read_varint(self, position: int, end: int) -> tuple[int, int]:
@@ -248,3 +273,42 @@ class CheckpointReader:
                 raw[filled:filled + length] = np.frombuffer(self._map, np.uint8, length, offset)
                 filled += length
         return data.reshape(tensor.shape)
+
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """Read tensor ``name`` into ``out``, a C-contiguous float16 or float32 array of its shape, casting
+        when ``out``'s dtype is not the stored one.
+
+        Reads with plain file reads, not through the memory map: mapped pages would count in the process's
+        memory beside ``out``, doubling a model load's peak. A cast runs on pieces of 64 MiB.
+        Raises ``ValueError`` for a tensor type other than float16/float32 or an ``out`` that does not fit,
+        :class:`UnreadableCheckpointError` if the file has shrunk since it was opened.
+        """
+        tensor = self.tensors[name]
+        if tensor.dtype is None:
+            raise ValueError(f"{self.path}: {name} is {tensor.tensor_type}, not one of {', '.join(NUMPY_DTYPES)}")
+        if tuple(out.shape) != tensor.shape or not out.flags.c_contiguous or out.dtype.name not in TENSOR_TYPES:
+            raise ValueError(f"{name}: cannot read a {tensor.shape} tensor into a {out.dtype.name} array of "
+                             f"shape {tuple(out.shape)}{'' if out.flags.c_contiguous else ' (not contiguous)'}")
+        if out.dtype == tensor.dtype:
+            raw, filled = out.reshape(-1).view(np.uint8), 0
+            for offset, length in tensor.pieces:
+                self._read_exactly(offset, raw[filled:filled + length])
+                filled += length
+            return
+        flat, written = out.reshape(-1), 0
+        scratch = np.empty(_CONVERSION_BYTES // tensor.dtype.itemsize, tensor.dtype)
+        for offset, length in tensor.pieces:
+            for start in range(0, length, scratch.nbytes):
+                count = min(scratch.nbytes, length - start) // tensor.dtype.itemsize
+                self._read_exactly(offset + start, scratch[:count].view(np.uint8))
+                flat[written:written + count] = scratch[:count]
+                written += count
+
+    def _read_exactly(self, offset: int, buffer: np.ndarray) -> None:
+        """Fill the uint8 array ``buffer`` with the file's bytes from ``offset`` on."""
+        remaining = memoryview(buffer)
+        while remaining.nbytes:
+            count = os.preadv(self._file.fileno(), [remaining], offset)  # one read stops at 2 GiB on Linux
+            if count == 0:
+                raise self._fail(f"the file ends at byte {offset}, shorter than when it was opened")
+            remaining, offset = remaining[count:], offset + count
