@@ -25,6 +25,8 @@ from typing import Union
 import numpy as np
 import sentencepiece as spm
 
+from glm_tokenizer.conventions import PromptLayout
+
 VOCAB_FILE = "ice_text.model"
 CONFIG_FILE = "tokenizer_config.json"
 
@@ -438,30 +440,10 @@ class ChatGLMTokenizer:
             raise ValueError(
                 f"A sequence of {len(ids)} tokens does not fit max_length={length}: pass truncation=True."
             )
-        seq_length = len(ids)
-        bos = self.bos_token_id
-        # The prompt (everything before <sop>) attends bidirectionally; the answer causally.
-        context_length = ids.index(bos) if bos in ids else seq_length
-        attention_mask = ~np.tril(np.ones((1, seq_length, seq_length), dtype=bool))
-        attention_mask[:, :, :context_length] = False
-
-        positions = np.arange(seq_length, dtype=np.int64)
-        mask_token = self.mask_token_id if self.mask_token_id in ids else self.gmask_token_id
-        if mask_token in ids:
-            # Every answer token sits at the mask's position; block positions count within the answer.
-            positions[context_length:] = ids.index(mask_token)
-        block_positions = np.concatenate(
-            [
-                np.zeros(context_length, dtype=np.int64),
-                np.arange(1, seq_length - context_length + 1, dtype=np.int64),
-            ]
-        )
-        position_ids = np.stack([positions, block_positions])
-
-        pad = length - seq_length
-        attention_mask = np.pad(attention_mask, [(0, 0), (pad, 0), (pad, 0)], constant_values=True)
-        position_ids = np.pad(position_ids, [(0, 0), (pad, 0)])
-        return [self.pad_token_id] * pad + ids, attention_mask, position_ids
+        padded = [self.pad_token_id] * (length - len(ids)) + ids
+        layout = PromptLayout.of(padded, pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
+                                 mask_token_id=self.mask_token_id, gmask_token_id=self.gmask_token_id)
+        return padded, layout.attention_mask(0, length, length)[0], layout.position_ids(0, length)[0]
 
     # Decoding --------------------------------------------------------------------------------------
 
