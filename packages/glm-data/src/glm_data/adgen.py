@@ -6,7 +6,8 @@ or here, whenever this process would otherwise wait. It writes the rows in input
 output does not depend on the number of workers.
 
 MindSpore is imported only where the output is written (``glm_data.writer``): the workers import
-this module and would otherwise spend seconds each importing a library they never use.
+this module and would otherwise spend seconds each importing a library they never use. The records
+go to MindSpore's ``FileWriter`` here, in this process, in input order.
 """
 
 import io
@@ -26,7 +27,7 @@ from typing import NamedTuple, Optional, Union
 
 from glm_data import records
 from glm_data.errors import DataError
-from glm_data.writer import MindRecordOutput, PackedRows, encode_row, pack_rows
+from glm_data.writer import PAGE_SIZE, MindRecordOutput, record_bytes
 from glm_tokenizer import ChatGLMTokenizer
 
 MODES = ("train", "eval")
@@ -42,6 +43,11 @@ BAD_INPUT = (MALFORMED_JSON, MISSING_COLUMN, INVALID_VALUE)
 BYTES_PER_CHUNK = 1 << 17  # input a worker encodes per task (about 350 ADGEN lines): one message each way
 CHUNKS_IN_FLIGHT = 8  # per encoding process: enough to keep a worker busy while this one writes
 WORKER_EXIT_SECONDS = 5  # how long a worker may take to stop before it is killed
+# Beyond any GLM model's context; a record is padded to the sum of both lengths, so this also bounds
+# the memory a chunk of records takes.
+MAX_LENGTH = 1 << 15
+# Processes beyond a few per core only compete for it, each with its own tokenizer in memory.
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 PROBLEMS_SHOWN = 10
 
 
@@ -79,7 +85,7 @@ class ConversionSummary:
     def add(self, chunk: "_EncodedChunk") -> None:
         """Count a chunk of encoded lines in (its skipped lines are noted by the caller)."""
         self.lines += chunk.lines
-        self.written += len(chunk.rows)
+        self.written += len(chunk)
         self.longest_prompt = max(self.longest_prompt, chunk.longest_prompt)
         self.longest_answer = max(self.longest_answer, chunk.longest_answer)
         self.prompts_truncated += chunk.prompts_truncated
@@ -138,7 +144,8 @@ def adgen_to_mindrecord(
         history_column: the JSON key of earlier rounds ``[[query, response], …]``, if any: the prompt
             then follows ChatGLM-6B's chat format (see ``chat_prompt``). A line without it, or with
             null or ``[]``, has no earlier round.
-        overwrite: replace an existing output instead of refusing.
+        overwrite: replace an existing output instead of refusing: every file of it goes, whatever
+            its number of splits (see ``glm_data.writer.existing_output``), once the new one is complete.
         workers: processes tokenizing in parallel, this one included; the output is the same for any
             number. The others are spawned, so a script calling this with ``workers > 1`` needs
             ``if __name__ == "__main__":``.
@@ -149,27 +156,40 @@ def adgen_to_mindrecord(
         A ``ConversionSummary``.
 
     Raises:
-        DataError: invalid settings, a missing input or vocab file, an existing output without
-            ``overwrite``, non-UTF-8 input, a bad line under ``strict``, or no example left to write.
-            Nothing is left at the output path when it is raised, nor when the run is interrupted.
+        DataError: invalid settings, a missing or unreadable input or vocab file, an output that would
+            replace one of them, an existing output without ``overwrite``, non-UTF-8 input, a bad line
+            under ``strict``, no example left to write, or an output MindSpore cannot write (a full
+            disk). Nothing is left at the output path when it is raised, nor when the run is
+            interrupted, and an earlier output stays as it was.
     """
     input_file, vocab_file, output_file = Path(input_file), Path(vocab_file), Path(output_file)
     _check_settings(mode, record_format, max_source_length, max_target_length, workers)
-    if not input_file.is_file():
+    if not input_file.exists():
         raise DataError(f"input file not found: {input_file}")
+    if input_file.is_dir():
+        raise DataError(f"input file {input_file} is a directory: give the JSON-lines file in it")
     load_tokenizer(vocab_file)  # fails here, with a clear message, rather than in every worker
     layout = records.MINDFORMERS if record_format == "mindformers" else mode
-    output = MindRecordOutput(
-        output_file, num_splits, records.schema(layout, max_source_length + max_target_length), overwrite
-    )
+    seq_length = max_source_length + max_target_length
+    schema = records.schema(layout, seq_length)
+    if record_bytes(schema, seq_length) > PAGE_SIZE:
+        raise DataError(
+            f"a {layout} record of {seq_length} tokens (max_source_length + max_target_length) takes up to "
+            f"{record_bytes(schema, seq_length) / 2**20:.0f} MB, more than a MindRecord page "
+            f"({PAGE_SIZE >> 20} MB): use shorter lengths"
+        )
+    output = MindRecordOutput(output_file, num_splits, schema, overwrite)
+    for source in (input_file, vocab_file):
+        if any(_same_file(source, path) for path in output.files):
+            raise DataError(f"output {output_file} would replace {source}, an input of this run: choose another one")
     summary = ConversionSummary([str(path) for path in output.data_files], mode)
     settings = _EncoderSettings(
         str(vocab_file), layout, max_source_length, max_target_length, prompt_column, response_column,
-        history_column, prefix, output.blob_fields,
+        history_column, prefix,
     )
 
     start = time.perf_counter()
-    total_lines = _count_lines(input_file) if progress else None
+    total_lines = _count_lines(input_file) if progress and input_file.is_file() else None
     # Imported here: a worker imports this module, and tqdm's import (40 ms) would delay its first chunk.
     from tqdm import tqdm
 
@@ -183,7 +203,7 @@ def adgen_to_mindrecord(
                 _note_skipped(summary, input_file, line_number, skipped, strict)
             summary.add(chunk)
             bar.update(chunk.lines)
-            output.write(chunk.rows, chunk.fields)
+            output.write(chunk.records())
         if summary.written == 0:
             skipped = ", ".join(f"{reason}: {count}" for reason, count in sorted(summary.skipped.items()))
             raise DataError(f"no example to write from {input_file}: {summary.lines} lines, skipped {skipped or '-'}")
@@ -201,10 +221,12 @@ def _check_settings(mode, record_format, max_source_length, max_target_length, w
         raise DataError("the mindformers format holds training records only: use --format glm with --mode eval")
     for name, value in (("max_source_length", max_source_length), ("max_target_length", max_target_length)):
         # Three tokens at least: [gMASK] <sop> (and <eop>) take two of them, text needs one.
-        if value < 3:
-            raise DataError(f"{name} must be at least 3 (two special tokens and one of text), got {value}")
-    if workers < 1:
-        raise DataError(f"workers must be at least 1, got {workers}")
+        if not 3 <= value <= MAX_LENGTH:
+            raise DataError(
+                f"{name} must be between 3 (two special tokens and one of text) and {MAX_LENGTH}, got {value}"
+            )
+    if not 1 <= workers <= MAX_WORKERS:
+        raise DataError(f"workers must be between 1 and {MAX_WORKERS} (4 per CPU core), got {workers}")
 
 
 def load_tokenizer(vocab_file: Union[str, Path]) -> ChatGLMTokenizer:
@@ -229,8 +251,18 @@ def _note_skipped(summary, input_file, line_number, skipped, strict):
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    try:
+        with open(path, "rb") as f:
+            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except OSError as error:
+        raise DataError(f"cannot read input file {path}: {error.strerror}") from error
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them does not exist
+        return False
 
 
 # --- reading and tokenizing, in this process or in workers ------------------------------------------
@@ -246,7 +278,6 @@ class _EncoderSettings:
     response_column: str
     history_column: Optional[str]
     prefix: str
-    blob_fields: tuple  # the output's column order, for writer.pack_rows or writer.encode_row
 
 
 @dataclass(frozen=True)
@@ -257,17 +288,30 @@ class _Skipped:
 
 @dataclass
 class _EncodedChunk:
-    """Consecutive input lines, encoded: rows to write, lines skipped, and the counts the summary needs."""
+    """Consecutive input lines, encoded: records to write, lines skipped, and the counts the summary needs."""
 
     lines: int = 0
-    rows: Union[list, PackedRows] = field(default_factory=list)  # the rows to write (writer.pack_rows or
-    # writer.encode_row's blobs), in input order
-    fields: Optional[list] = None  # the rows' string columns, for a layout that has them
+    # The records to write, in input order: a list of them, or for a fixed-length layout a dict of
+    # columns [records, …] (sent between processes, one array a column pickles 20 times faster).
+    batch: Union[list, dict] = field(default_factory=list)
     skipped: list = field(default_factory=list)  # (line number, _Skipped), in input order
     longest_prompt: int = 0  # tokens before truncation
     longest_answer: int = 0
     prompts_truncated: int = 0
     answers_truncated: int = 0
+
+    def records(self) -> list:
+        """The chunk's records, each a dict of column -> value."""
+        if isinstance(self.batch, list):
+            return self.batch
+        columns = self.batch.items()
+        return [{name: column[index] for name, column in columns} for index in range(len(self))]
+
+    def __len__(self) -> int:
+        """The number of records."""
+        if isinstance(self.batch, list):
+            return len(self.batch)
+        return len(next(iter(self.batch.values())))
 
 
 class _Example(NamedTuple):  # a tuple: one is made per line
@@ -306,23 +350,22 @@ class _LineEncoder:
         chunk.longest_prompt, chunk.longest_answer = max(prompt_lengths), max(answer_lengths)
         chunk.prompts_truncated = sum(length > self.prompt_room for length in prompt_lengths)
         chunk.answers_truncated = sum(length > self.answer_room for length in answer_lengths)
-        chunk.rows, chunk.fields = self.encode_rows(examples, prompt_ids, answer_ids)
+        chunk.batch = self.build_records(examples, prompt_ids, answer_ids)
         return chunk
 
-    def encode_rows(self, examples: list, prompt_ids: list, answer_ids: list) -> tuple:
-        """The MindRecord rows of tokenized examples as ``MindRecordOutput.write`` takes them: ``(rows, fields)``."""
+    def build_records(self, examples: list, prompt_ids: list, answer_ids: list) -> Union[list, dict]:
+        """The records of tokenized examples, as ``_EncodedChunk.batch`` holds them."""
         s, tokenizer = self.settings, self.tokenizer
         lengths = (s.max_source_length, s.max_target_length)
         if s.layout == records.EVAL:  # variable lengths: record by record
-            rows = []
-            for example, prompt, answer in zip(examples, prompt_ids, answer_ids):
-                record = records.eval_record(tokenizer, prompt, answer, *lengths, example.query, example.answer)
-                rows.append(encode_row(record, s.blob_fields))
-            return [blob for blob, _ in rows], [fields for _, fields in rows]
+            return [
+                records.eval_record(tokenizer, prompt, answer, *lengths, example.query, example.answer)
+                for example, prompt, answer in zip(examples, prompt_ids, answer_ids)
+            ]
         batch = records.train_records(tokenizer, prompt_ids, answer_ids, *lengths)
         if s.layout == records.MINDFORMERS:
             batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
-        return pack_rows(batch, s.blob_fields), None
+        return batch
 
     def read_line(self, line_number: int, raw: bytes):
         """The ``_Example`` on line ``line_number``, ``_Skipped``, or None for a blank line."""
@@ -440,6 +483,8 @@ class _LineEncoders:
                 yield self._take(in_flight.popleft())
         except (EOFError, ConnectionError) as error:  # the end of a worker's pipe
             raise DataError(f"a worker process died while encoding {input_file} (killed, or out of memory?)") from error
+        except OSError as error:
+            raise DataError(f"cannot read input file {input_file}: {error.strerror}") from error
 
     def started(self, timeout: float = 0) -> bool:
         """Whether every worker is running, waiting up to ``timeout`` seconds for each."""
