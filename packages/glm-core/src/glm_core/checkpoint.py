@@ -97,14 +97,15 @@ def check_compatible(model: GLMForPreTraining, shapes: Mapping[str, tuple[int, .
                         for name in set(expected) & set(shapes) if tuple(shapes[name]) != expected[name])
     untyped = sorted(f"{name}: {kind}" for name, kind in (unreadable or {}).items() if name in expected)
     if missing or unexpected or mismatched or untyped:
-        lines = [f"{source} does not fit the model ({model.config.num_layers} layers, hidden "
-                 f"{model.config.hidden_size}, vocab {model.config.vocab_size}):"]
+        problems = []
         for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched),
                              ("not float16 or float32", untyped)):
             if names:
                 shown = names[:20] + ([f"... and {len(names) - 20} more"] if len(names) > 20 else [])
-                lines.append(f"  {title} ({len(names)}): " + ", ".join(shown))
-        raise CheckpointMismatchError("\n".join(lines))
+                problems.append(f"{title} ({len(names)}): " + ", ".join(shown))
+        raise CheckpointMismatchError(f"{source} does not fit the model ({model.config.num_layers} layers, hidden "
+                                      f"{model.config.hidden_size}, vocab {model.config.vocab_size}): "
+                                      + "; ".join(problems))
 
 
 def load_state(model: GLMForPreTraining, tensors: Mapping[str, np.ndarray], source: str = "state") -> None:
