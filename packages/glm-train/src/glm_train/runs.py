@@ -1,0 +1,145 @@
+"""The four run modes behind ``glm-train``: ``train``/``finetune`` (:func:`glm_train.trainer.finetune`),
+``eval`` (:func:`glm_train.evaluate.evaluate`) and ``predict`` (:func:`glm_train.predict.predict`).
+
+:func:`run` takes a resolved run config; :func:`run_from_arguments` first folds ``run_mindformer.py``'s
+flags into it (a flag wins over the YAML, as in MindFormers).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from glm_train.run_config import RunConfigError, load_run_config
+
+# run_mindformer.py flag → the config key it sets
+FLAG_KEYS = {
+    "run_mode": "run_mode",
+    "load_checkpoint": "load_checkpoint",
+    "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
+    "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir",
+    "output_dir": "output_dir",
+    "device_target": "context.device_target",
+    "device_id": "context.device_id",
+    "use_parallel": "use_parallel",
+}
+
+
+def config_from_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The run config named by ``--config``, with ``--set`` overrides and then the flags applied."""
+    overrides = list(args.set)
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={_yaml_scalar(value)}")
+    return load_run_config(args.config, overrides)
+
+
+def _yaml_scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"  # a quoted YAML string keeps paths as text
+
+
+def run_from_arguments(args: argparse.Namespace) -> int:
+    config = config_from_arguments(args)
+    return run(config, resume=args.resume, predict_data=args.predict_data, progress=not args.no_progress)
+
+
+def set_context(config: dict[str, Any]) -> None:
+    """MindSpore's context from the config: graph mode, the device, its id."""
+    import mindspore as ms
+
+    context = config["context"]
+    target = context["device_target"]
+    ms.set_context(mode=ms.GRAPH_MODE if context["mode"] == 0 else ms.PYNATIVE_MODE, device_target=target,
+                   max_call_depth=context["max_call_depth"])
+    if target != "CPU":
+        ms.set_context(device_id=context["device_id"], max_device_memory=context["max_device_memory"])
+
+
+def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = None, progress: bool = True) -> int:
+    """Run ``config["run_mode"]``; returns the exit status (0)."""
+    set_context(config)
+    mode = config["run_mode"]
+    if mode in ("train", "finetune"):
+        from glm_train.trainer import finetune
+
+        result = finetune(config, resume=resume, progress=progress)
+        print(f"trained {result.steps} steps; last loss {result.losses[-1]:.4f}" if result.losses
+              else f"nothing to train: the run had finished at step {result.steps}")
+        for path in (result.checkpoints[-1:] if result.checkpoints else []):
+            print(f"checkpoint: {path}")
+        print(f"log: {result.log_file}\nloss curve: {result.curve_file}\nmodel folder: {result.model_dir}")
+        return 0
+    model, tokenizer = load_inference_model(config)
+    generation = config["model"]["model_config"]
+    sampling = dict(do_sample=bool(generation["do_sample"]), top_p=float(generation["top_p"]),
+                    temperature=float(generation["temperature"]), seed=int(config["seed"]))
+    output_dir = Path(config["output_dir"])
+    if mode == "eval":
+        from glm_train.evaluate import evaluate
+
+        dataset = config["eval_dataset"]
+        if not dataset["data_loader"]["dataset_dir"]:
+            raise RunConfigError("no evaluation data: give --eval_dataset_dir "
+                                 "(or eval_dataset.data_loader.dataset_dir)")
+        result = evaluate(model, tokenizer, dataset["data_loader"]["dataset_dir"], output_dir,
+                          batch_size=dataset["batch_size"], max_new_tokens=dataset["max_target_length"],
+                          limit=dataset["limit"], progress=progress, **sampling)
+        print(f"predictions: {result.predictions_file}")
+        return 0
+    from glm_train.predict import predict, read_prompts
+
+    if not predict_data:
+        raise RunConfigError("predict needs --predict_data: prompts, or a text file with one prompt per line")
+    prompts = read_prompts(predict_data[0]) if len(predict_data) == 1 and Path(predict_data[0]).is_file() \
+        else list(predict_data)
+    settings = config["predict"]
+    output = output_dir / "predictions.jsonl"
+    rows = predict(model, tokenizer, prompts, output, batch_size=settings["batch_size"],
+                   max_new_tokens=settings["max_new_tokens"], progress=progress, **sampling)
+    for row in rows:
+        print(f"{row['prompt']}\n→ {row['response']}")
+    print(f"written: {output}")
+    return 0
+
+
+def load_inference_model(config: dict[str, Any]):
+    """The model and tokenizer an eval or predict run generates with, from ``load_checkpoint``: a model
+    folder (its own config.json), or a ``.ckpt`` read with the run config's model_config. A LoRA run's
+    checkpoint (adapters only) is merged into its base, the run's ``model.model_config.checkpoint_name_or_path``
+    or the base that the checkpoint's own run started from."""
+    from glm_core.checkpoint import load_state, read_checkpoint
+    from glm_core.config import GLMConfig
+    from glm_core.lora import is_adapter_name, merge_lora
+    from glm_core.model import GLMForPreTraining
+    from glm_tokenizer import ChatGLMTokenizer
+    from glm_train.run_config import lora_config, model_config
+    from glm_train.trainer import find_checkpoint_file, tokenizer_files
+
+    if not config["load_checkpoint"]:
+        raise RunConfigError(f"{config['run_mode']} needs model weights: give --load_checkpoint (a model folder "
+                             "or a .ckpt)")
+    start = Path(config["load_checkpoint"])
+    glm_config = GLMConfig.from_pretrained(start) if (start / "config.json").is_file() else model_config(config)
+    file = find_checkpoint_file(start)
+    tensors = read_checkpoint(file)
+    if any(is_adapter_name(name) for name in tensors):
+        lora = lora_config(config)
+        base_path = config["model"]["model_config"].get("checkpoint_name_or_path")
+        if lora is None or not base_path:
+            raise RunConfigError(f"{file} holds LoRA adapters: give the run config's pet_config and the base "
+                                 "weights as model.model_config.checkpoint_name_or_path")
+        adapter = {name: value for name, value in tensors.items() if is_adapter_name(name)}
+        tensors = merge_lora(read_checkpoint(find_checkpoint_file(base_path)), adapter, lora)
+    tensors.setdefault("lm_head.weight", tensors.get("transformer.word_embeddings.embedding_table"))
+    model = GLMForPreTraining(glm_config, inference=True)
+    names = {p.name for p in model.get_parameters()}
+    load_state(model, {name: value for name, value in tensors.items() if name in names}, source=str(file))
+    vocab = tokenizer_files(config)
+    tokenizer_dir = vocab[0].parent if vocab else start if start.is_dir() else start.parent
+    return model, ChatGLMTokenizer.from_pretrained(tokenizer_dir)

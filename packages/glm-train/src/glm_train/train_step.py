@@ -1,0 +1,120 @@
+"""One training step as one compiled MindSpore graph, and the learning-rate schedule it reads.
+
+    micro-batches ─► loss · scale ─► gradients ─► ÷ scale, ÷ micro-batches ─► finite? ─► clip to max norm
+                  ─► AdamWeightDecay (learning rate from the schedule) ─► loss scale update
+
+Everything runs in the graph: the forward, the backward, gradient accumulation over the micro-batches of
+one step (unrolled, so there is one graph and no gradient buffers), dynamic loss scaling for float16, global
+norm clipping and the optimizer. A step whose gradients overflow changes no weight and halves the scale,
+as MindFormers' ``MFTrainOneStepCell`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.nn.learning_rate_schedule import LearningRateSchedule
+
+
+class WarmupPolynomialDecay(LearningRateSchedule):
+    """MindFormers' ``polynomial`` schedule: linear warmup from 0 to ``learning_rate`` over ``warmup_steps``,
+    then ``(learning_rate - lr_end) · (1 - progress)^power + lr_end`` until ``total_steps``, ``lr_end`` after."""
+
+    def __init__(self, learning_rate: float, lr_end: float, warmup_steps: int, total_steps: int, power: float = 1.0):
+        super().__init__()
+        self.learning_rate, self.lr_end, self.power = float(learning_rate), float(lr_end), float(power)
+        self.warmup_steps = max(int(warmup_steps), 0)
+        self.decay_steps = max(int(total_steps) - self.warmup_steps, 1)
+
+    def at(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based), in Python: what the graph computes, for logs."""
+        if step < self.warmup_steps:
+            return self.learning_rate * step / self.warmup_steps
+        progress = min((step - self.warmup_steps) / self.decay_steps, 1.0)
+        return (self.learning_rate - self.lr_end) * (1.0 - progress) ** self.power + self.lr_end
+
+    def construct(self, global_step):
+        step = global_step.astype(ms.float32)
+        warmup = max(self.warmup_steps, 1)
+        warming = step * (self.learning_rate / warmup)
+        progress = ops.minimum((step - self.warmup_steps) / self.decay_steps, 1.0)
+        decayed = (self.learning_rate - self.lr_end) * ops.pow(1.0 - progress, self.power) + self.lr_end
+        return ops.select(step < self.warmup_steps, warming, decayed)
+
+
+@dataclass(frozen=True)
+class LossScaleSettings:
+    """Dynamic loss scaling (MindSpore's ``DynamicLossScaleUpdateCell``); ``None`` in its place means none."""
+
+    loss_scale_value: float = 2.0 ** 32
+    scale_factor: float = 2.0
+    scale_window: int = 1000
+
+
+def decays(parameter) -> bool:
+    """Weight decay applies to every weight but layernorms and biases, as MindFormers groups them."""
+    name = parameter.name.lower()
+    return "layernorm" not in name and "bias" not in name
+
+
+def make_optimizer(trainable, schedule, beta1: float, beta2: float, eps: float, weight_decay: float):
+    """AdamWeightDecay over ``trainable`` with MindFormers' two groups (decayed, not decayed)."""
+    decayed = [p for p in trainable if decays(p)]
+    kept = [p for p in trainable if not decays(p)]
+    groups = [group for group in ({"params": decayed, "weight_decay": weight_decay},
+                                  {"params": kept, "weight_decay": 0.0}) if group["params"]]
+    return nn.AdamWeightDecay(groups, learning_rate=schedule, beta1=beta1, beta2=beta2, eps=eps)
+
+
+class TrainStep(nn.Cell):
+    """``step(input_ids, labels) -> (loss, overflow, loss_scale, grad_norm)`` for ``[micro_batches, batch, seq]``
+    int32 inputs: one optimizer update from the gradients of all micro-batches (see the module docstring).
+
+    ``max_grad_norm``: clip the gradients' global norm to it (``None``: no clipping). ``loss_scale``:
+    :class:`LossScaleSettings` for dynamic scaling (float16), ``None`` for none (float32).
+    """
+
+    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, micro_batches: int = 1,
+                 max_grad_norm: float | None = 1.0, loss_scale: LossScaleSettings | None = None):
+        super().__init__(auto_prefix=False)  # keep the network's checkpoint names
+        self.network, self.optimizer = network, optimizer
+        self.weights = ms.ParameterTuple(optimizer.parameters)
+        self.micro_batches = micro_batches
+        self.max_grad_norm = max_grad_norm
+        self.gradients = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.scaled = loss_scale is not None
+        scale = loss_scale.loss_scale_value if self.scaled else 1.0
+        self.scale_sense = Parameter(Tensor(scale, ms.float32), name="scale_sense", requires_grad=False)
+        self.scale_update = (nn.DynamicLossScaleUpdateCell(loss_scale.loss_scale_value, loss_scale.scale_factor,
+                                                           loss_scale.scale_window) if self.scaled else None)
+
+    def loss_and_gradients(self, input_ids, labels, scale):
+        """One micro-batch's loss and the gradients of ``loss · scale``."""
+        loss = self.network(input_ids, labels)
+        grads = self.gradients(self.network, self.weights)(input_ids, labels, scale.astype(loss.dtype))
+        return loss, grads
+
+    def construct(self, input_ids, labels):
+        scale = self.scale_sense.value()
+        loss, grads = self.loss_and_gradients(input_ids[0], labels[0], scale)
+        for index in range(1, self.micro_batches):
+            more_loss, more = self.loss_and_gradients(input_ids[index], labels[index], scale)
+            loss = loss + more_loss
+            grads = tuple(grad + extra for grad, extra in zip(grads, more))
+        divisor = scale * self.micro_batches
+        grads = tuple(grad.astype(ms.float32) / divisor for grad in grads)
+        loss = loss / self.micro_batches
+        finite = ms.amp.all_finite(grads)
+        overflow = ops.logical_not(finite)
+        if self.scaled:
+            overflow = self.scale_update(self.scale_sense, overflow)
+        grad_norm = ops.sqrt(ops.addn([ops.reduce_sum(ops.square(g)) for g in grads]))
+        if self.max_grad_norm is not None:
+            # as MindFormers' ClipGradNorm (and torch's clip_grad_norm_): scale by max_norm / (norm + 1e-6) if < 1
+            factor = ops.minimum(self.max_grad_norm / (grad_norm + 1e-6), 1.0)
+            grads = tuple(grad * factor for grad in grads)
+        if not overflow:
+            loss = ops.depend(loss, self.optimizer(grads))
+        return loss, overflow, scale, grad_norm
