@@ -20,6 +20,7 @@ from glm_core.__about__ import __version__
 from glm_core.chat import GLMChatModel
 from glm_core.checkpoint import checkpoint_dtype, load_checkpoint
 from glm_core.config import CONFIG_NAME, PRESETS, GLMConfig
+from glm_core.lora import LoRAConfig, load_adapter
 from glm_core.model import skip_random_init
 from glm_tokenizer import ChatGLMTokenizer
 from glm_tokenizer.tokenizer import VOCAB_FILE
@@ -137,8 +138,12 @@ class AutoModel:
     """``AutoModel.from_pretrained(name_or_dir)`` → a loaded :class:`GLMChatModel`."""
 
     @staticmethod
-    def from_pretrained(name_or_dir: str | os.PathLike, **overrides: Any) -> GLMChatModel:
+    def from_pretrained(name_or_dir: str | os.PathLike, *, adapter: str | os.PathLike | None = None,
+                        lora_config: LoRAConfig | None = None, **overrides: Any) -> GLMChatModel:
         """Build the inference model from a folder or name and load its checkpoint.
+
+        ``adapter``: a LoRA adapter checkpoint to fold into the loaded weights (:func:`glm_core.lora.load_adapter`;
+        ``lora_config`` for one that stores no pet_config), giving the model a merged checkpoint would.
 
         The weights keep the checkpoint's dtype (float16 for the released ChatGLM-6B: a float32 copy of it
         takes 24.7 GB) unless ``param_init_type`` is among the ``overrides``, which replace config fields
@@ -154,6 +159,8 @@ class AutoModel:
         with skip_random_init():
             model = GLMChatModel(config)
         load_checkpoint(model, files.checkpoint)
+        if adapter is not None:
+            load_adapter(model, adapter, lora_config)
         return model
 
     @staticmethod

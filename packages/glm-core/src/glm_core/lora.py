@@ -6,16 +6,24 @@ A Linear whose cell name matches ``target_modules`` becomes a :class:`LoRALinear
 
 so a fresh adapter leaves the network's output unchanged. The base weights are frozen (no gradient, no
 optimizer state); the adapter's parameters carry mindpet's names (``….query_key_value.mindpet_delta_lora_a``
-and ``…_b``), so adapter checkpoints read the same in MindFormers. :func:`merge_lora` folds an adapter into
-the base weights for inference, where the merged Linears run glm-core's CPU kernels like any other.
+and ``…_b``), so adapter checkpoints read the same in MindFormers.
+
+For inference an adapter is folded into the base weights, ``W + B A · alpha / rank``, after which the merged
+Linears run glm-core's CPU kernels like any other: :func:`merge_lora` on weights in memory,
+:func:`load_adapter` on a loaded model (``AutoModel.from_pretrained(..., adapter=PATH)``), and
+``glm-train merge-lora`` on checkpoint files. :func:`read_adapter` reads an adapter checkpoint with the
+``pet_config`` that glm-train stores in it.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,16 +83,16 @@ def _lora_linear_class():
     from mindspore import Parameter, nn, ops
     from mindspore.common.initializer import HeUniform, initializer
 
-    from glm_core.model import Linear
+    from glm_core.model import Linear, skip_random_init
 
     class LoRALinear(Linear):
         """A training :class:`glm_core.model.Linear` plus a low-rank adapter; see the module docstring."""
 
         def __init__(self, base: Linear, config: LoRAConfig):
             in_features, out_features = base.weight.shape[1], base.weight.shape[0]
-            super().__init__(in_features, out_features, base.bias is not None, False, base.weight.dtype,
-                             base.compute_dtype, base.gelu, base.residual_scale,
-                             None if base.layer_norm is None else base.kernel_norm_epsilon.asnumpy()[0].item())
+            with skip_random_init():  # its own weight is replaced at once: zeros cost no memory until written
+                super().__init__(in_features, out_features, bias=base.bias is not None, param_dtype=base.weight.dtype,
+                                 compute_dtype=base.compute_dtype)
             # The base Linear's parameters themselves (names, data), frozen.
             self.weight = base.weight
             self.bias = base.bias
@@ -117,7 +125,7 @@ def apply_lora(network, config: LoRAConfig) -> list[str]:
     and freeze every other parameter. Returns the names of the Linears that got one.
 
     Raises ``ValueError`` when no Linear matches (a misspelt ``target_modules`` would otherwise train nothing).
-    Call it before the network is compiled; the network must be a training one (no CPU kernels).
+    Call it before the network is compiled.
     """
     from glm_core.model import Linear
 
@@ -132,8 +140,6 @@ def apply_lora(network, config: LoRAConfig) -> list[str]:
     cells = dict(network.cells_and_names())
     for name in targets:
         base = linears[name]
-        if base.uses_kernel:
-            raise ValueError(f"{name} runs glm-core's inference kernel: LoRA adapters train on a training network")
         parent_name, _, attribute = name.rpartition(".")
         setattr(cells[parent_name], attribute, lora_linear(base, config))
     # A replaced child keeps its own parameter names (weight, bias, the adapters); give them their full ones.
@@ -151,31 +157,152 @@ def is_adapter_name(name: str) -> bool:
     return name.endswith((ADAPTER_A, ADAPTER_B))
 
 
+def adapter_tensors(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The LoRA weights among ``tensors`` (a checkpoint's entries): the names ending in mindpet's
+    ``mindpet_delta_lora_a``/``_b``, less the optimizer state kept under their names (``adam_m.<adapter>``,
+    ``adam_v.<adapter>``: a prefix before another adapter's name) and less everything else."""
+    named = {name for name in tensors if is_adapter_name(name)}
+    state = {name for name in named
+             if any(name[index + 1:] in named for index, character in enumerate(name) if character == ".")}
+    return {name: tensors[name] for name in tensors if name in named - state}
+
+
+def adapter_pairs(adapter: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{linear name: (A, B)}`` from the adapter tensors among ``adapter`` (see :func:`adapter_tensors`).
+
+    Raises ``ValueError`` when there are none, or when a Linear has A without B or B without A.
+    """
+    tensors = adapter_tensors(adapter)
+    if not tensors:
+        raise ValueError("holds no LoRA adapter (no tensor named <linear>.mindpet_delta_lora_a / _b)")
+    pairs = {}
+    for linear in sorted({name.rpartition(".")[0] for name in tensors}):
+        a_name, b_name = f"{linear}.{ADAPTER_A}", f"{linear}.{ADAPTER_B}"
+        if a_name not in tensors or b_name not in tensors:
+            raise ValueError(f"the adapter of {linear} lacks {ADAPTER_A if a_name not in tensors else ADAPTER_B}")
+        pairs[linear] = (np.asarray(tensors[a_name]), np.asarray(tensors[b_name]))
+    return pairs
+
+
+def fold_adapter(weight: np.ndarray, lora_a: np.ndarray, lora_b: np.ndarray, config: LoRAConfig,
+                 linear: str = "linear") -> np.ndarray:
+    """``W + B A · alpha / rank`` in ``weight``'s dtype, the product and the sum taken in float64.
+
+    Raises ``ValueError`` naming ``linear`` when A ``[rank, in]`` and B ``[out, rank]`` do not fit
+    ``weight [out, in]`` at ``config.lora_rank``.
+    """
+    rank = config.lora_rank
+    if lora_a.shape != (rank, weight.shape[1]) or lora_b.shape != (weight.shape[0], rank):
+        raise ValueError(f"the adapter of {linear}: A {tuple(lora_a.shape)} and B {tuple(lora_b.shape)} do not "
+                         f"fit its weight {tuple(weight.shape)} at lora_rank {rank} (A [rank, in], B [out, rank])")
+    update = lora_b.astype(np.float64) @ lora_a.astype(np.float64) * config.scaling
+    return (weight.astype(np.float64) + update).astype(weight.dtype)
+
+
 def merge_lora(base: Mapping[str, np.ndarray], adapter: Mapping[str, np.ndarray], config: LoRAConfig
                ) -> dict[str, np.ndarray]:
     """Fold adapters into base weights: ``W + B A · alpha / rank`` for each ``<linear>.weight`` that has
-    ``<linear>.mindpet_delta_lora_a``/``_b`` in ``adapter``. Returns a new state (checkpoint names), in the
-    base weights' dtypes, the product taken in float64.
+    ``<linear>.mindpet_delta_lora_a``/``_b`` in ``adapter`` (other entries of ``adapter``, such as optimizer
+    state, are ignored). Returns a new state (checkpoint names), in the base weights' dtypes, the product
+    taken in float64.
 
     Raises ``ValueError`` for an adapter without its base weight, a half adapter, or mismatched shapes.
     """
     merged = dict(base)
-    linears = sorted({name.rpartition(".")[0] for name in adapter if is_adapter_name(name)})
-    stray = sorted(name for name in adapter if not is_adapter_name(name))
-    if stray:
-        raise ValueError(f"adapter holds non-adapter tensors: {', '.join(stray[:5])}")
-    if not linears:
-        raise ValueError("adapter holds no LoRA tensors (names ending in mindpet_delta_lora_a / _b)")
-    for linear in linears:
-        a_name, b_name, weight_name = f"{linear}.{ADAPTER_A}", f"{linear}.{ADAPTER_B}", f"{linear}.weight"
-        if a_name not in adapter or b_name not in adapter:
-            raise ValueError(f"adapter for {linear} lacks {ADAPTER_A if a_name not in adapter else ADAPTER_B}")
+    for linear, (lora_a, lora_b) in adapter_pairs(adapter).items():
+        weight_name = f"{linear}.weight"
         if weight_name not in base:
-            raise ValueError(f"adapter for {linear}: the base checkpoint has no {weight_name}")
-        weight, lora_a, lora_b = base[weight_name], adapter[a_name], adapter[b_name]
-        if lora_a.shape != (config.lora_rank, weight.shape[1]) or lora_b.shape != (weight.shape[0], config.lora_rank):
-            raise ValueError(f"adapter for {linear}: A {lora_a.shape} and B {lora_b.shape} do not fit weight "
-                             f"{weight.shape} at rank {config.lora_rank}")
-        update = lora_b.astype(np.float64) @ lora_a.astype(np.float64) * config.scaling
-        merged[weight_name] = (weight.astype(np.float64) + update).astype(weight.dtype)
+            raise ValueError(f"the adapter of {linear}: the base weights have no {weight_name}")
+        merged[weight_name] = fold_adapter(base[weight_name], lora_a, lora_b, config, linear)
     return merged
+
+
+PET_CONFIG_KEY = "pet_config"  # the entry of a glm-train checkpoint holding its pet_config as JSON text
+
+
+def read_adapter(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], LoRAConfig | None]:
+    """Read an adapter checkpoint (a LoRA run's ``.ckpt``): its adapter tensors and the :class:`LoRAConfig`
+    stored in it under ``pet_config`` (JSON text, as glm-train writes it; None when there is none).
+    Optimizer state, counters and the run config in the file are skipped.
+
+    Read with ``mindspore.load_checkpoint``, which decodes the file's text entries; it holds the whole file in
+    memory while it reads, which an adapter checkpoint (megabytes) affords.
+    Raises ``FileNotFoundError``, or ``ValueError`` naming the file when it is unreadable, holds no adapter or
+    a pet_config that is not a LoRA one.
+    """
+    import mindspore as ms
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no adapter checkpoint at {path}")
+    try:
+        entries = ms.load_checkpoint(str(path), choice_func=lambda name: is_adapter_name(name)
+                                     or name == PET_CONFIG_KEY)
+    except Exception as error:  # MindSpore raises ValueError/RuntimeError with varying texts
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({reason})") from None
+    stored = entries.pop(PET_CONFIG_KEY, None)
+    tensors = adapter_tensors({name: parameter.asnumpy() for name, parameter in entries.items()})
+    if not tensors:
+        raise ValueError(f"{path} holds no LoRA adapter (no tensor named <linear>.mindpet_delta_lora_a / _b): "
+                         "give the checkpoint of a LoRA run")
+    config = None
+    if isinstance(stored, str):
+        try:
+            values = json.loads(stored)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: its pet_config entry is not JSON ({error})") from None
+        if values is not None:
+            config = LoRAConfig.from_dict(values, source=f"{path}: pet_config")
+    return tensors, config
+
+
+def resolve_lora_config(stored: LoRAConfig | None, given: LoRAConfig | None, source: str) -> LoRAConfig:
+    """The LoRA settings of an adapter: those stored with it (``stored``), else ``given``.
+
+    Raises ``ValueError`` naming ``source`` when there are neither, or when both are there and their
+    ``lora_rank`` or ``lora_alpha`` differ (the merged weights would be wrong, silently).
+    """
+    if stored is None and given is None:
+        raise ValueError(f"{source} stores no pet_config: give the lora_rank and lora_alpha it was trained with")
+    if stored is not None and given is not None and (stored.lora_rank, stored.lora_alpha) != (
+            given.lora_rank, given.lora_alpha):
+        raise ValueError(f"{source} was trained with lora_rank {stored.lora_rank} and lora_alpha "
+                         f"{stored.lora_alpha:g}, not the given {given.lora_rank} and {given.lora_alpha:g}: leave "
+                         "them out or correct them")
+    return stored if stored is not None else given
+
+
+def load_adapter(model, adapter: str | os.PathLike | Mapping[str, np.ndarray],
+                 config: LoRAConfig | None = None) -> list[str]:
+    """Fold a LoRA adapter into a loaded model's weights, in place: each ``<linear>.weight`` with an adapter
+    becomes ``W + B A · alpha / rank`` (see :func:`fold_adapter`), so the model then runs as a merged
+    checkpoint would, on whatever operators or kernels it runs. Returns the names of the Linears changed.
+
+    ``adapter``: an adapter checkpoint's path (see :func:`read_adapter`) or its tensors by name. ``config``:
+    the LoRA settings, needed when the adapter stores none; when it stores some, they must agree.
+    Raises ``FileNotFoundError``/``ValueError`` as :func:`read_adapter` does, ``ValueError`` for settings that
+    are missing or disagree, an adapter for a Linear the model lacks or of the wrong shape; the model is
+    unchanged then.
+    """
+    import mindspore as ms
+
+    if isinstance(adapter, Mapping):
+        tensors, stored, source = adapter, None, "the adapter"
+    else:
+        (tensors, stored), source = read_adapter(adapter), str(adapter)
+    config = resolve_lora_config(stored, config, source)
+    parameters = {parameter.name: parameter for parameter in model.get_parameters()}
+    try:
+        pairs = adapter_pairs(tensors)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    merged = {}
+    for linear, (lora_a, lora_b) in pairs.items():
+        parameter = parameters.get(f"{linear}.weight")
+        if parameter is None:
+            raise ValueError(f"{source}: an adapter for {linear}, which the model does not have")
+        merged[parameter.name] = fold_adapter(parameter.asnumpy(), lora_a, lora_b, config, f"{source}: {linear}")
+    for name, weight in merged.items():  # only once every adapter fitted
+        parameters[name].set_data(ms.Tensor.from_numpy(weight))
+    return list(pairs)
