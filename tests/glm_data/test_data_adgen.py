@@ -25,8 +25,18 @@ def ids(records, column):
 
 def encoder_settings(vocab_file, layout):
     """What adgen_to_mindrecord gives its encoders for ``layout`` records of 32 + 32 tokens."""
-    blob_fields = tuple(sorted(name for name, spec in records.schema(layout, 64).items() if "shape" in spec))
-    return adgen._EncoderSettings(str(vocab_file), layout, 32, 32, "content", "summary", None, "", blob_fields)
+    return adgen._EncoderSettings(str(vocab_file), layout, 32, 32, "content", "summary", None, "")
+
+
+def contents(chunk):
+    """What a chunk holds, comparable with ``==``: its records as bytes and strings, and its counts."""
+    rows = [
+        {name: value if isinstance(value, str) else (value.dtype.str, value.shape, value.tobytes())
+         for name, value in record.items()}
+        for record in chunk.records()
+    ]
+    counts = (chunk.longest_prompt, chunk.longest_answer, chunk.prompts_truncated, chunk.answers_truncated)
+    return chunk.lines, chunk.skipped, rows, counts
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -86,11 +96,12 @@ def test_worker_processes_encode_chunks_as_this_process_does(layout, write_lines
     input_file = write_lines(lines)
     settings = encoder_settings(vocab_file, layout)
     with adgen._LineEncoders(settings, workers=1) as alone:
-        expected = list(alone.encode(input_file))
+        expected = [contents(chunk) for chunk in alone.encode(input_file)]
     with adgen._LineEncoders(settings, workers=3) as pool:
         assert pool.started(timeout=60)  # running: the workers get every chunk they have room for
-        assert list(pool.encode(input_file)) == expected
-    assert sum(chunk.lines for chunk in expected) == 200 and len(expected) > 20
+        assert [contents(chunk) for chunk in pool.encode(input_file)] == expected
+    assert sum(lines for lines, *_ in expected) == 200 and len(expected) > 20
+    assert sum(len(rows) for _, _, rows, _ in expected) == 198
 
 
 def test_a_worker_that_dies_is_an_error(write_lines, vocab_file):

@@ -3,6 +3,7 @@ nothing left at the output path by an error or an interrupted run."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,13 +123,21 @@ def test_missing_input_file_is_an_error(vocab_file, tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_source_length": 2}, "max_source_length must be at least 3"),
-        ({"max_target_length": 0}, "max_target_length must be at least 3"),
+        ({"max_source_length": 2}, r"max_source_length must be between 3 .* and 32768, got 2"),
+        ({"max_target_length": 0}, r"max_target_length must be between 3 .* and 32768, got 0"),
+        ({"max_source_length": 10**12}, r"max_source_length must be between 3 .* and 32768, got 1000000000000"),
+        ({"max_target_length": -5}, r"max_target_length must be between 3 .* and 32768, got -5"),
+        (
+            {"record_format": "mindformers", "max_source_length": 2048, "max_target_length": 2048},
+            r"a mindformers record of 4096 tokens .* takes up to 64 MB, more than a MindRecord page \(32 MB\)",
+        ),
         ({"mode": "test"}, "unknown mode 'test'"),
         ({"record_format": "hf"}, "unknown format 'hf'"),
         ({"record_format": "mindformers", "mode": "eval"}, "mindformers format holds training records only"),
-        ({"num_splits": 0}, "num_splits must be between 1 and 1000"),
-        ({"workers": 0}, "workers must be at least 1"),
+        ({"num_splits": 0}, "num_splits must be between 1 and 1000, got 0"),
+        ({"num_splits": 10**6}, "num_splits must be between 1 and 1000, got 1000000"),
+        ({"workers": 0}, r"workers must be between 1 and \d+ \(4 per CPU core\), got 0"),
+        ({"workers": 10**6}, r"workers must be between 1 and \d+ \(4 per CPU core\), got 1000000"),
     ],
 )
 def test_bad_settings_are_errors(options, message, write_lines, convert, tmp_path):
@@ -206,3 +215,116 @@ def test_json_lines_written_by_json_dumps_with_ascii_escapes_are_read(write_line
     input_file = write_lines([json.dumps(GOOD)])  # "\u7c7b..." escapes
     _, summary = convert(input_file)
     assert summary.written == 1
+
+
+def test_overwrite_with_fewer_splits_leaves_none_of_the_earlier_files(write_lines, convert, tmp_path):
+    lines = [{"content": f"类型#裤*编号#{i}", "summary": f"第{i}条。"} for i in range(30)]
+    convert(write_lines(lines), num_splits=3)
+    output_file, summary = convert(write_lines(lines[:4]), num_splits=2, overwrite=True)
+    assert outputs(tmp_path) == ["out.mindrecord0", "out.mindrecord0.db", "out.mindrecord1", "out.mindrecord1.db"]
+    assert summary.written == len(list(read_records(output_file))) == 4
+
+
+def test_an_earlier_output_split_otherwise_is_refused_without_overwrite(write_lines, convert, tmp_path):
+    convert(write_lines([GOOD, GOOD]), num_splits=2)
+    with pytest.raises(DataError, match=r"output already exists: .*out.mindrecord0 .*--overwrite"):
+        convert(write_lines([GOOD]))
+    assert outputs(tmp_path) == ["out.mindrecord0", "out.mindrecord0.db", "out.mindrecord1", "out.mindrecord1.db"]
+
+
+@pytest.mark.parametrize("input_name", ["out.mindrecord", "out.mindrecord1", "out.mindrecord.db"])
+def test_an_output_that_would_replace_the_input_is_refused(input_name, write_lines, convert, tmp_path):
+    input_file = write_lines([GOOD], name=input_name)
+    before = input_file.read_bytes()
+    with pytest.raises(DataError, match=rf"output .*out.mindrecord would replace .*{input_name}, an input of this run"):
+        convert(input_file, overwrite=True)
+    assert input_file.read_bytes() == before
+    assert leftovers(tmp_path) == []
+
+
+def test_an_output_that_would_replace_the_vocab_file_is_refused(write_lines, vocab_file, tmp_path):
+    with pytest.raises(DataError, match=r"output .*ice_text.model would replace .*ice_text.model"):
+        adgen_to_mindrecord(write_lines([GOOD]), vocab_file, vocab_file, overwrite=True)
+
+
+def test_an_input_that_is_a_directory_is_an_error(convert, tmp_path):
+    with pytest.raises(DataError, match=r"input file .* is a directory"):
+        convert(tmp_path)
+
+
+def test_an_input_that_cannot_be_read_is_an_error(convert, tmp_path):
+    # Reading /proc/self/mem from its start fails with EIO, for any user.
+    with pytest.raises(DataError, match=r"cannot read input file /proc/self/mem: Input/output error"):
+        convert("/proc/self/mem")
+    assert outputs(tmp_path) == [] and leftovers(tmp_path) == []
+
+
+def cli_command(input_file, vocab_file, output_file, *options):
+    command = [sys.executable, "-m", "glm_data.cli", "adgen", "--input_file", input_file, "--vocab_file", vocab_file]
+    return [str(arg) for arg in [*command, "--output_file", output_file, "--no_progress", *options]]
+
+
+def test_input_from_stdin(write_lines, vocab_file, tmp_path):
+    lines = write_lines([GOOD, GOOD, GOOD]).read_bytes()
+    result = subprocess.run(
+        cli_command("/dev/stdin", vocab_file, tmp_path / "out.mindrecord"), input=lines, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list(read_records(tmp_path / "out.mindrecord"))) == 3
+
+
+def test_closed_stdin_is_a_one_line_error(vocab_file, tmp_path):
+    result = subprocess.run(
+        cli_command("/dev/stdin", vocab_file, tmp_path / "out.mindrecord"), capture_output=True,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == ["glm-data adgen: error: input file not found: /dev/stdin"]
+
+
+@pytest.mark.parametrize("name", ["out&1.mindrecord", " out.mindrecord"])
+def test_an_output_name_mindrecord_refuses_is_an_error(name, write_lines, convert, tmp_path):
+    with pytest.raises(DataError, match=r"cannot write .*: \[ParamValueError\]: Invalid parameter value. File name"):
+        convert(write_lines([GOOD]), name)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_nothing(large_input, vocab_file, tmp_path):
+    # The output folder is a 16 MB tmpfs, mounted in a mount namespace of the command's own.
+    mounted = tmp_path / "small_disk"
+    mounted.mkdir()
+    unshare = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--mount", "--map-root-user"]
+    probe = subprocess.run([*unshare, "mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mounted)])
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (unshare --mount refused)")
+    command = cli_command(large_input, vocab_file, mounted / "out.mindrecord")
+    script = f'mount -t tmpfs -o size=16m tmpfs "$1" && shift && "$@"; status=$?; ls -A "{mounted}"; exit $status'
+    result = subprocess.run([*unshare, "sh", "-c", script, "sh", str(mounted), *command], capture_output=True)
+    assert result.returncode == 2
+    [error] = result.stderr.decode().splitlines()
+    assert re.fullmatch(
+        rf"glm-data adgen: error: cannot write {mounted}/out.mindrecord: No free disk to be used while writing"
+        r" mindrecord files, available free disk size: \d+", error
+    )
+    assert result.stdout == b""  # what `ls -A` found in the full folder: nothing
+
+
+def test_an_interrupted_overwrite_keeps_the_earlier_output(write_lines, large_input, vocab_file, tmp_path):
+    earlier = write_lines([GOOD, GOOD])
+    subprocess.run(cli_command(earlier, vocab_file, tmp_path / "out.mindrecord", "--num_splits", "2"), check=True)
+    before = {name: (tmp_path / name).read_bytes() for name in outputs(tmp_path)}
+    process = subprocess.Popen(
+        cli_command(large_input, vocab_file, tmp_path / "out.mindrecord", "--overwrite"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not writing_begun(tmp_path):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert stderr.decode().splitlines() == ["glm-data adgen: terminated"]
+    assert {name: (tmp_path / name).read_bytes() for name in outputs(tmp_path)} == before
+    assert leftovers(tmp_path) == []

@@ -49,15 +49,18 @@ def test_progress_bar_shows_examples_per_second(write_lines, vocab_file, tmp_pat
     ("extra", "message"),
     [
         (["--vocab_file", "missing.model"], "vocab file not found: missing.model"),
-        (["--max_source_length", "2"], "max_source_length must be at least 3"),
+        (["--max_source_length", "2"], "max_source_length must be between 3"),
+        (["--max_target_length", str(10**12)], "max_target_length must be between 3 (two special tokens"),
         (["--strict", "--input_file", "BAD"], "line 2: malformed JSON"),
+        (["--output_file", "GOOD", "--overwrite"], "would replace"),
+        (["--input_file", "."], "is a directory"),
     ],
 )
 def test_errors_are_one_line_with_exit_status_2(extra, message, write_lines, vocab_file, tmp_path, capsys):
     good = write_lines([GOOD])
     bad = write_lines([GOOD, "{oops"], name="bad.json")
     argv = ["adgen", "--input_file", good, "--vocab_file", vocab_file, "--output_file", tmp_path / "out.mindrecord"]
-    argv += [bad if arg == "BAD" else arg for arg in extra]
+    argv += [{"GOOD": good, "BAD": bad}.get(arg, arg) for arg in extra]
     assert run(*argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("glm-data adgen: error: ")
@@ -97,3 +100,9 @@ def test_inspect_without_vocab_shows_ids(write_lines, convert, capsys):
 def test_inspect_of_a_missing_file_is_an_error(tmp_path, capsys):
     assert run("inspect", tmp_path / "none.mindrecord") == 2
     assert "MindRecord file not found" in capsys.readouterr().err
+
+
+def test_inspect_of_a_negative_number_of_records_is_an_error(write_lines, convert, capsys):
+    output_file, _ = convert(write_lines([GOOD]))
+    assert run("inspect", output_file, "--num_records", -1) == 2
+    assert capsys.readouterr().err.splitlines() == ["glm-data inspect: error: num_records must be at least 0, got -1"]

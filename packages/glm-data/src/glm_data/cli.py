@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON key of earlier rounds [[query, response], …]; prompts then use ChatGLM-6B's "
         "'[Round i]\\n问：…\\n答：…' chat format",
     )
-    adgen.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    adgen.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output, all its files (OUTPUT, OUTPUT0 …, their .db), once the new one is complete",
+    )
     adgen.add_argument(
         "--workers", type=int, default=1, help="tokenizing processes, this one included (same output for any number)"
     )

@@ -102,8 +102,10 @@ def describe_mindrecord(path: Union[str, Path], tokenizer=None, num_records: int
     """The text ``glm-data inspect`` prints: schema, record count and the first ``num_records`` records,
     decoded back to text when a ``tokenizer`` is given (ids otherwise).
 
-    Raises DataError if the file is missing or was not written by glm-data.
+    Raises DataError if ``num_records`` is negative, or the file is missing or was not written by glm-data.
     """
+    if num_records < 0:
+        raise DataError(f"num_records must be at least 0, got {num_records}")
     data_file = resolve_mindrecord(path)
     schema, count = _schema_and_count(data_file)
     layout = record_layout(data_file)
