@@ -12,10 +12,10 @@ is imported beforehand (its import, a few seconds, is printed on its own). Each 
 of ``--repeats`` runs: the machine is shared. The files written with 1 and with N workers are
 checked to hold the same records.
 
-"MindRecord alone" writes the same records, already packed as rows in blocks of
-``ROWS_PER_CHUNK`` as a conversion's chunks are, and commits them (index included), in this
-process: the part of a conversion that no number of workers shares. The packing itself
-(``pack_rows``), which a conversion spreads over its processes, is timed on its own.
+"MindRecord alone" writes the same records, already built, through the writer a conversion
+uses (MindSpore's ``FileWriter``: ``write_raw_data`` in batches, then ``commit``, index
+included), in this process: the part of a conversion that no number of workers shares, and so
+its floor.
 
     hatch run pkg-data:python bench/data.py [--lines 100000] [--workers 1 2] [--repeats 3]
 """
@@ -29,8 +29,8 @@ import numpy as np
 
 from glm_data.sample.generate import generate_examples, write_jsonl
 
-COLUMNS = ("input_ids", "labels")  # glm-format training records, in MindRecord's order
-ROWS_PER_CHUNK = 350  # about the lines in a conversion's chunk (glm_data.adgen.BYTES_PER_CHUNK)
+COLUMNS = ("input_ids", "labels")  # glm-format training records
+RECORDS_PER_CHUNK = 350  # about the lines in a conversion's chunk (glm_data.adgen.BYTES_PER_CHUNK)
 GOLDEN_VOCAB = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "golden" / "tiny" / "hf" / "ice_text.model"
 
 
@@ -50,26 +50,17 @@ def encode_all(processor, texts) -> None:
         processor.encode(text)
 
 
-def pack_chunks(columns: dict) -> list:
-    """``columns``' records as a conversion packs them: ``pack_rows`` of each ``ROWS_PER_CHUNK``."""
-    from glm_data.writer import pack_rows
-
-
-    count = len(columns[COLUMNS[0]])
-    return [
-        pack_rows({name: column[start : start + ROWS_PER_CHUNK] for name, column in columns.items()}, COLUMNS)
-        for start in range(0, count, ROWS_PER_CHUNK)
-    ]
-
-
-def write_chunks(chunks: list, output_file: Path) -> None:
-    """Write and commit packed glm-format training rows, chunk by chunk, as a conversion does."""
+def write_records(columns: dict, output_file: Path) -> None:
+    """Write and commit glm-format training records (``columns``: int32 ``[records, 128]`` each), a
+    chunk of ``RECORDS_PER_CHUNK`` at a time, as a conversion does."""
     from glm_data import records
     from glm_data.writer import MindRecordOutput
 
+    count = len(columns[COLUMNS[0]])
     with MindRecordOutput(output_file, 1, records.schema(records.TRAIN, 128), overwrite=True) as output:
-        for rows in chunks:
-            output.write(rows)
+        for start in range(0, count, RECORDS_PER_CHUNK):
+            end = min(start + RECORDS_PER_CHUNK, count)
+            output.write([{name: column[index] for name, column in columns.items()} for index in range(start, end)])
         output.commit()
 
 
@@ -123,12 +114,9 @@ def main() -> None:
             raise SystemExit("the records differ between worker counts")
         print("records identical for every worker count")
 
-        seconds, chunks = best_time(lambda: pack_chunks(first), args.repeats)
-        print(f"packing the {len(first[COLUMNS[0]])} records as rows (pack_rows, one process): {seconds:.2f} s"
-              f" = {seconds / raw_seconds:.2f} x raw encode")
-        seconds, _ = best_time(lambda: write_chunks(chunks, Path(directory) / "rows.mindrecord"), args.repeats)
-        print(f"MindRecord alone (the rows pre-packed, written and committed): {seconds:.2f} s"
-              f" = {seconds / raw_seconds:.2f} x raw encode")
+        seconds, _ = best_time(lambda: write_records(first, Path(directory) / "alone.mindrecord"), args.repeats)
+        print(f"MindRecord alone (FileWriter: the {len(first[COLUMNS[0]])} records written and committed):"
+              f" {seconds:.2f} s = {seconds / raw_seconds:.2f} x raw encode")
 
 
 if __name__ == "__main__":
