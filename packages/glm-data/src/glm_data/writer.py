@@ -44,12 +44,17 @@ def output_files(output_file: Path, num_splits: int) -> list:
 
 def existing_output(output_file: Path) -> list:
     """The files of any MindRecord output already written under ``output_file``'s name, sorted: the
-    name itself, the name followed by a split number (1 to 3 digits), and their ``.db`` indexes."""
+    name itself, the name followed by a split number (1 to 3 digits), and their ``.db`` indexes.
+
+    Raises DataError if the folder cannot be listed."""
     directory = output_file.parent
     if not directory.is_dir():
         return []
     pattern = re.compile(rf"{re.escape(output_file.name)}(\d{{1,{SPLIT_SUFFIX_DIGITS}}})?(\.db)?")
-    return sorted(path for path in directory.iterdir() if pattern.fullmatch(path.name))
+    try:
+        return sorted(path for path in directory.iterdir() if pattern.fullmatch(path.name))
+    except OSError as error:
+        raise DataError(f"cannot list the output folder {directory}: {error.strerror}") from error
 
 
 def index_file(data_file: Path) -> Path:
@@ -58,8 +63,8 @@ def index_file(data_file: Path) -> Path:
 
 
 def record_bytes(schema: dict, seq_length: int) -> int:
-    """The bytes of a record of ``schema`` at most, uncompressed, a variable dimension counting
-    ``seq_length``; strings are not counted."""
+    """The most bytes a record of ``schema`` holds uncompressed, a variable dimension counting
+    ``seq_length`` values; strings are not counted."""
     sizes = [np.prod([seq_length if size == -1 else size for size in spec["shape"]]) * np.dtype(spec["type"]).itemsize
              for spec in schema.values() if "shape" in spec]
     return int(sum(sizes))
