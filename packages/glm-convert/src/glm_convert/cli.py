@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,6 @@ from glm_convert.summary import ConversionSummary
 from glm_core.checkpoint_file import TENSOR_TYPES
 
 EXIT_BAD_INPUT = 2  # as argparse uses for unusable arguments
-EXIT_INTERRUPTED = 130
 
 
 def _add_common_options(parser: argparse.ArgumentParser, on_command: bool) -> None:
@@ -109,11 +109,24 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+def _interrupt(signal_number: int, frame) -> None:
+    """SIGTERM handler: unwind as Ctrl-C does, so that temporary files are removed on the way out."""
+    raise KeyboardInterrupt(signal.Signals(signal_number).name)
+
+
+def _error_text(error: Exception) -> str:
+    """One line for an error: an OSError as ``path: reason``, without its errno prefix."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``glm-convert`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     Prints the summary on stdout. Unusable input prints ``glm-convert: error: ...`` on stderr and returns 2
-    (with ``--debug``, the traceback instead); nothing is written then.
+    (with ``--debug``, the traceback instead); nothing is written then. Ctrl-C or SIGTERM removes what was
+    being written and returns 128 + the signal number (130, 143).
     """
     args = _parse(build_parser(), argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -121,17 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("glm_convert")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = args.run(args)
     except (ConversionError, ValueError, OSError) as error:
         if args.debug:
             raise
-        print(f"glm-convert: error: {error}", file=sys.stderr)
+        print(f"glm-convert: error: {_error_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("glm-convert: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interruption:
+        name = str(interruption) or "SIGINT"
+        print(f"glm-convert: interrupted ({name}); nothing was written", file=sys.stderr)
+        return 128 + signal.Signals[name].value
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         logger.removeHandler(handler)
     print(summary)
     return 0

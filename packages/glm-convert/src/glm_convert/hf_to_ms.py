@@ -20,8 +20,16 @@ from tqdm import tqdm
 from glm_convert.errors import ConversionError
 from glm_convert.hf_weights import WeightsFile, find_weights_files, open_weights_file
 from glm_convert.layout import LM_HEAD, WORD_EMBEDDINGS, check_weights, hf_weight_shapes
-from glm_convert.model_folder import CHECKPOINT_NAME, CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, load_config
-from glm_convert.staging import StagedFiles
+from glm_convert.model_folder import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    TOKENIZER_FILES,
+    ConfigSource,
+    config_file,
+    folder_of,
+    load_config,
+)
+from glm_convert.staging import StagedFiles, check_destination, refuse_overwriting_inputs
 from glm_convert.summary import ConversionSummary
 from glm_core.checkpoint_file import TENSOR_TYPES, CheckpointWriter
 from glm_core.config import GLMConfig
@@ -68,19 +76,29 @@ def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str 
 
     ``rotary_emb.inv_freq`` is dropped (the model recomputes it) and a missing ``lm_head.weight`` is
     filled from the word embeddings, which ChatGLM-6B ties to it. Output is written under temporary names
-    and renamed into place at the end: a failed run leaves nothing behind.
+    and renamed into place at the end: a failed run leaves nothing behind. An output that would overwrite
+    an input (``dst`` the source folder) is refused.
 
     Raises ``FileNotFoundError`` for a missing source, :class:`~glm_convert.errors.UnreadableFileError`
     naming a truncated or corrupt file, :class:`~glm_convert.errors.WeightsMismatchError` listing every
-    unknown, missing or mis-shaped tensor, and ``ValueError`` for a bad ``dtype`` or config.
+    unknown, missing or mis-shaped tensor, :class:`~glm_convert.errors.ConversionError` for a destination
+    that would overwrite an input or is a file where a folder goes (or the reverse), and ``ValueError`` for
+    a bad ``dtype`` or config.
     """
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     target = _target_dtype(dtype)
     paths = find_weights_files(src)
+    used_config = config_file(config, src)
     config = load_config(config, src)
     folder_output = dst.suffix != ".ckpt"
+    check_destination(dst, folder=folder_output)
     tokenizer_files = [folder_of(src) / name for name in TOKENIZER_FILES]
+    ckpt_path = dst / CHECKPOINT_NAME if folder_output else dst
+    outputs = [ckpt_path]
+    if folder_output:
+        outputs += [dst / CONFIG_NAME, *(dst / path.name for path in tokenizer_files)]
+    refuse_overwriting_inputs(outputs, [*paths, *tokenizer_files, *([used_config] if used_config else [])], dst)
     if folder_output:
         missing = [str(path) for path in tokenizer_files if not path.is_file()]
         if missing:
@@ -96,7 +114,6 @@ def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str 
     if tie_lm_head:
         logger.info("%s has no %s: filling it from the word embeddings (ChatGLM-6B ties them)", src, LM_HEAD)
 
-    ckpt_path = dst / CHECKPOINT_NAME if folder_output else dst
     order = {name: position for position, name in enumerate(hf_weight_shapes(config))}
     total = sum(mindformers_name(name) is not None for file in files for name in file.shapes) + tie_lm_head
     with StagedFiles() as staged, tqdm(total=total, unit="tensor", disable=not progress, desc="hf-to-ms") as bar:

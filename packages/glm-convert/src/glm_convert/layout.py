@@ -82,15 +82,16 @@ def check_weights(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[i
                    if name in expected and dtypes[name] not in SUPPORTED_DTYPES]
     if not (unknown or missing or mismatched or unsupported):
         return
-    lines = [f"{source} does not fit the model config ({config.num_layers} layers, hidden {config.hidden_size}, "
-             f"MLP {config.inner_hidden_size}, vocab {config.vocab_size}); nothing was written:"]
+    parts = []
     problems = (("unknown", unknown), ("missing", missing), ("wrong shape", mismatched),
                 (f"not {' or '.join(SUPPORTED_DTYPES)}", unsupported))
     for title, names in problems:
         if names:
             shown = names[:_SHOWN_PER_PROBLEM]
             more = len(names) - len(shown)
-            lines.append(f"  {title} ({len(names)}): " + ", ".join(shown) + (f", ... and {more} more" if more else ""))
-    lines.append("  (if the weights are another model's, give its config.json: config= in Python, --config on the "
-                 "command line)")
-    raise WeightsMismatchError("\n".join(lines))
+            parts.append(f"{title} ({len(names)}): " + ", ".join(shown) + (f", ... and {more} more" if more else ""))
+    raise WeightsMismatchError(
+        f"{source} does not fit the model config ({config.num_layers} layers, hidden {config.hidden_size}, "
+        f"MLP {config.inner_hidden_size}, vocab {config.vocab_size}); nothing was written: " + "; ".join(parts)
+        + " (if the weights are another model's, give its config.json: config= in Python, --config on the "
+          "command line)")

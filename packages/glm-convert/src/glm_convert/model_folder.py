@@ -18,7 +18,8 @@ from glm_core.names import CHECKPOINT_NAME
 
 logger = logging.getLogger("glm_convert")
 
-__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "TOKENIZER_FILES", "folder_of", "hf_config", "load_config"]
+__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "TOKENIZER_FILES", "config_file", "folder_of", "hf_config",
+           "load_config"]
 
 CONFIG_NAME = "config.json"
 TOKENIZER_FILES = ("ice_text.model", "tokenizer_config.json")
@@ -46,6 +47,17 @@ def load_config(config: ConfigSource, weights: Path) -> GLMConfig:
     logger.info("no %s beside %s: assuming ChatGLM-6B's shapes (pass --config for another model)", CONFIG_NAME,
                 weights)
     return GLMConfig.from_name("glm_6b")
+
+
+def config_file(config: ConfigSource, weights: Path) -> Path | None:
+    """The file :func:`load_config` reads for the same arguments; None for a :class:`GLMConfig` or the preset."""
+    if isinstance(config, GLMConfig):
+        return None
+    if config is not None:
+        path = Path(config)
+        return path / CONFIG_NAME if path.is_dir() else path
+    beside = folder_of(weights) / CONFIG_NAME
+    return beside if beside.is_file() else None
 
 
 def hf_config(config: GLMConfig, torch_dtype: str) -> dict[str, Any]:

@@ -31,8 +31,16 @@ from glm_convert.layout import (
     inv_freq,
     mindspore_weight_shapes,
 )
-from glm_convert.model_folder import CONFIG_NAME, TOKENIZER_FILES, ConfigSource, folder_of, hf_config, load_config
-from glm_convert.staging import StagedFiles
+from glm_convert.model_folder import (
+    CONFIG_NAME,
+    TOKENIZER_FILES,
+    ConfigSource,
+    config_file,
+    folder_of,
+    hf_config,
+    load_config,
+)
+from glm_convert.staging import StagedFiles, check_destination, refuse_overwriting_inputs
 from glm_convert.summary import ConversionSummary
 from glm_core.checkpoint_file import CheckpointReader, UnreadableCheckpointError
 from glm_core.config import GLMConfig
@@ -41,6 +49,8 @@ from glm_core.names import mindformers_name
 logger = logging.getLogger("glm_convert")
 
 DEFAULT_MAX_SHARD_BYTES = 2_000_000_000  # transformers' "2GB"
+# The weights files of a Hugging Face folder, by the names transformers (and hf_weights) look for.
+EXPORT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", SAFETENSORS_INDEX, TORCH_INDEX)
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -92,19 +102,23 @@ def convert_ms_to_hf(ckpt: str | os.PathLike, dst_dir: str | os.PathLike, *, con
     writes ``model-*.safetensors`` instead of torch ``.bin`` shards; ``max_shard_size`` (bytes or "2GB")
     bounds each shard. ``ice_text.model`` and ``tokenizer_config.json`` are copied when beside ``ckpt``.
     A missing ``lm_head.weight`` is filled from the word embeddings. Files are written under temporary
-    names and renamed into place at the end.
+    names and renamed into place at the end; the weights files of an earlier export in ``dst_dir`` are
+    removed then (see :class:`~glm_convert.staging.StagedFiles`), other files there are left alone.
 
     Raises ``FileNotFoundError`` for a missing checkpoint, :class:`~glm_convert.errors.UnreadableFileError`
     for a truncated or corrupt one, :class:`~glm_convert.errors.WeightsMismatchError` listing every unknown,
-    missing or mis-shaped tensor, ``ValueError`` for a bad size or config.
+    missing or mis-shaped tensor, :class:`~glm_convert.errors.ConversionError` for a ``dst_dir`` that is a
+    file or would overwrite an input (the checkpoint's own folder), ``ValueError`` for a bad size or config.
     """
     started = time.perf_counter()
     ckpt, dst_dir = Path(ckpt), Path(dst_dir)
     max_shard_bytes = parse_size(max_shard_size)
+    check_destination(dst_dir, folder=True)
     try:
         reader = CheckpointReader(ckpt)
     except UnreadableCheckpointError as error:
         raise UnreadableFileError(str(error)) from None
+    used_config = config_file(config, ckpt)
     config = load_config(config, ckpt)
     stored = {name: tensor.shape for name, tensor in reader.tensors.items()}
     stored.update(dict.fromkeys(reader.unsupported, ()))
@@ -131,8 +145,17 @@ def convert_ms_to_hf(ckpt: str | os.PathLike, dst_dir: str | os.PathLike, *, con
         ("pytorch_model", "bin", TORCH_INDEX)
     shard_names = [f"{stem}-{number:05d}-of-{len(shards):05d}.{suffix}" for number in range(1, len(shards) + 1)]
     torch_dtype = reader.tensors[mindformers_name(WORD_EMBEDDINGS)].dtype.name
+    tokenizer_files = [folder_of(ckpt) / name for name in TOKENIZER_FILES]
+    # An earlier export in dst_dir is replaced as a whole: transformers (and hf-to-ms) read safetensors
+    # before .bin, so its stale shards would hide the new weights.
+    earlier_export = sorted({path for pattern in EXPORT_PATTERNS for path in dst_dir.glob(pattern)})
+    outputs = [dst_dir / name for name in (*shard_names, index_name, CONFIG_NAME, *TOKENIZER_FILES)]
+    refuse_overwriting_inputs([*outputs, *earlier_export],
+                              [ckpt, *tokenizer_files, *([used_config] if used_config else [])], dst_dir)
+    if earlier_export:
+        logger.info("replacing the earlier export in %s (%s)", dst_dir, ", ".join(path.name for path in earlier_export))
     weight_bytes = 0
-    with StagedFiles() as staged, tqdm(total=len(sizes), unit="tensor", disable=not progress,
+    with StagedFiles(replaces=earlier_export) as staged, tqdm(total=len(sizes), unit="tensor", disable=not progress,
                                        desc="ms-to-hf") as bar:
         for shard_name, names in zip(shard_names, shards):
             path = staged.temporary(dst_dir / shard_name)
@@ -151,7 +174,6 @@ def convert_ms_to_hf(ckpt: str | os.PathLike, dst_dir: str | os.PathLike, *, con
         staged.temporary(dst_dir / index_name).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         staged.temporary(dst_dir / CONFIG_NAME).write_text(
             json.dumps(hf_config(config, torch_dtype), indent=2) + "\n", encoding="utf-8")
-        tokenizer_files = [folder_of(ckpt) / name for name in TOKENIZER_FILES]
         for path in tokenizer_files:
             if path.is_file():
                 shutil.copyfile(path, staged.temporary(dst_dir / path.name))
