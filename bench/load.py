@@ -43,7 +43,7 @@ import json, sys, time
 started = time.perf_counter()
 import mindspore as ms
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-from glm_core import AutoModel
+from glm_core import AutoModel, generate
 imported = time.perf_counter()
 model = AutoModel.from_pretrained(sys.argv[1], **json.loads(sys.argv[2]))
 loaded = time.perf_counter()
@@ -52,7 +52,7 @@ result = {"import_s": imported - started, "load_s": loaded - imported,
 tokens = int(sys.argv[3])
 if tokens:
     prompt = [5, 64, 91, 130001, 130004]
-    output = model.generate([prompt], max_new_tokens=tokens)
+    output = generate(model, [prompt], max_new_tokens=tokens)
     result["generate_s"] = time.perf_counter() - loaded
     result["generated"] = output[0][len(prompt):].tolist()
 print(json.dumps(result))

@@ -7,7 +7,7 @@ import torch
 from golden_layouts import PTH, SAFETENSORS, SINGLE_BIN
 
 from glm_convert import convert_hf_to_ms
-from glm_core import AutoModel, AutoTokenizer, GLMConfig, GLMForPreTraining, load_checkpoint
+from glm_core import AutoModel, AutoTokenizer, GLMConfig, GLMForPreTraining, generate, load_checkpoint
 from glm_core.checkpoint import read_checkpoint
 
 # As glm-core's own golden test (tests/glm_core/test_core_forward.py): the golden weights amplify float32
@@ -38,7 +38,7 @@ def test_converted_weights_reproduce_golden_logits(converted_model, golden_case,
 @pytest.mark.parametrize("case_index", range(6))
 def test_converted_weights_reproduce_golden_generations(converted_model, golden_case, case_index):
     case = golden_case("generate")[case_index]
-    output = converted_model.generate(np.array(case["input_ids"]), max_length=case["max_length"])
+    output = generate(converted_model, np.array(case["input_ids"]), max_length=case["max_length"])
     np.testing.assert_array_equal(output, np.array(case["output_ids"]))
 
 
@@ -72,5 +72,5 @@ def test_model_folder_output_is_ready_for_auto_model(golden_hf_dir, golden_case,
     case = golden_case("generate")[0]
     assert AutoTokenizer.from_pretrained(folder).encode(case["texts"][0]) == case["input_ids"][0]
     model = AutoModel.from_pretrained(folder)
-    output = model.generate(np.array(case["input_ids"]), max_length=case["max_length"])
+    output = generate(model, np.array(case["input_ids"]), max_length=case["max_length"])
     np.testing.assert_array_equal(output, np.array(case["output_ids"]))
