@@ -63,9 +63,6 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from glm_data import DataError
-    from glm_train.checkpoints import TrainingCheckpointError
-    from glm_train.predict import PromptFileError
-    from glm_train.run_config import RunConfigError
     from glm_train.trainer import TrainingError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -89,8 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("glm-train: interrupted; finished checkpoints are kept, partial files removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (RunConfigError, TrainingCheckpointError, TrainingError, PromptFileError, DataError, ValueError,
-            FileNotFoundError) as error:
+    # Bad configs, flags, files and checkpoints: RunConfigError, TrainingCheckpointError and PromptFileError
+    # are ValueErrors too.
+    except (TrainingError, DataError, ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
         print(f"glm-train: error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",

@@ -238,6 +238,18 @@ def _merge(base: dict, update: Mapping) -> dict:
     return merged
 
 
+def _coerce_numbers(values: Any, defaults: Any) -> Any:
+    """Numbers YAML 1.1 reads as text (``1e-8``, ``3e-4``: PyYAML wants a dot) where a number belongs."""
+    if isinstance(values, dict) and isinstance(defaults, Mapping):
+        return {key: _coerce_numbers(value, defaults.get(key)) for key, value in values.items()}
+    if isinstance(values, str) and isinstance(defaults, float):
+        try:
+            return float(values)
+        except ValueError:
+            return values
+    return values
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b.c=value"`` → (``["a", "b", "c"]``, the value read as YAML)."""
     key, sep, value = text.partition("=")
@@ -272,6 +284,7 @@ def load_run_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> d
             update = {key: update}
         _check_keys(update, DEFAULTS, (), f"--set {text}")
         config = _merge(config, update)
+    config = _coerce_numbers(config, DEFAULTS)
     validate(config, str(file))
     return config
 
