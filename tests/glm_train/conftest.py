@@ -58,3 +58,24 @@ def tokenizer(golden_hf_dir) -> ChatGLMTokenizer:
 def adgen_dev_file() -> Path:
     """The ADGEN sample's dev split shipped with glm-data (JSON lines of content and summary)."""
     return ADGEN_SAMPLE / "dev.json"
+
+
+@pytest.fixture(scope="session")
+def adgen_train_lines() -> list:
+    """The lines of the ADGEN sample's train split shipped with glm-data."""
+    return (ADGEN_SAMPLE / "train.json").read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+@pytest.fixture(scope="session")
+def golden_model_dir(golden_hf_dir, golden_state, tmp_path_factory) -> Path:
+    """A model folder (config.json, model.ckpt, tokenizer) holding the golden weights, as glm-convert writes one."""
+    import shutil
+
+    from glm_core.checkpoint import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("golden_model")
+    GLMConfig.from_pretrained(golden_hf_dir).save_pretrained(folder)
+    save_checkpoint({name: array for name, array in golden_state.items()}, folder / "model.ckpt")
+    for name in ("ice_text.model", "tokenizer_config.json"):
+        shutil.copy(golden_hf_dir / name, folder)
+    return folder
