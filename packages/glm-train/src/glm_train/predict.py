@@ -18,7 +18,6 @@ from typing import TextIO
 import numpy as np
 
 from glm_core import generate, process_response
-from glm_core.chat import build_prompt
 
 
 class PromptFileError(ValueError):
@@ -165,7 +164,8 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not output_file.parent.is_dir():
         raise ValueError(f"folder for the predictions does not exist: {output_file.parent}")
-    prompt_ids = [tokenizer.encode(build_prompt(prompt)) for prompt in prompts]
+    # A first chat round's prompt is the query itself (the round transcript starts with a second round).
+    prompt_ids = [tokenizer.encode(prompt) for prompt in prompts]
     check_lengths(model, [len(ids) for ids in prompt_ids], max_new_tokens, lambda index: f"prompt {index + 1}")
     rows = []
     with atomic_text_file(output_file) as file:
