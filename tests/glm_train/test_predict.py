@@ -43,10 +43,10 @@ def test_a_prompt_too_long_for_the_model_is_named(chat_model, tokenizer, tmp_pat
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_predict_into_a_missing_folder_is_refused(chat_model, tokenizer, tmp_path):
-    missing = tmp_path / "missing"
-    with pytest.raises(ValueError, match=re.escape(f"folder for the predictions does not exist: {missing}")):
-        predict(chat_model, tokenizer, PROMPTS, missing / "out.jsonl", progress=False)
+def test_predict_creates_a_missing_output_folder(chat_model, tokenizer, tmp_path):
+    output = tmp_path / "new" / "out.jsonl"
+    predict(chat_model, tokenizer, PROMPTS[:2], output, batch_size=2, max_new_tokens=MAX_NEW_TOKENS, progress=False)
+    assert len(read_jsonl(output)) == 2
 
 
 def test_read_prompts_takes_one_prompt_per_line(tmp_path):

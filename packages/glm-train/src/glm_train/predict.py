@@ -139,8 +139,9 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
             ``GLMForPreTraining(config, inference=True)``).
         tokenizer: the model's ``glm_tokenizer.ChatGLMTokenizer``.
         prompts: the queries (see :func:`read_prompts` for a file of them).
-        output_file: the JSON-lines file to write; written to a temporary file and renamed into place, so
-            an interrupted run leaves no partial file (and an earlier file stays whole).
+        output_file: the JSON-lines file to write (its folder is created if missing); written to a temporary
+            file and renamed into place, so an interrupted run leaves no partial file (and an earlier file
+            stays whole).
         batch_size: prompts generated together.
         max_new_tokens: most tokens of a response.
         do_sample, top_p, temperature: greedy by default; with ``do_sample`` nucleus sampling (``glm chat``
@@ -152,8 +153,8 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
         The rows written.
 
     Raises:
-        ValueError: no prompts, a batch size below 1, a missing output folder, or a prompt too long for
-            the model with ``max_new_tokens``.
+        ValueError: no prompts, a batch size below 1, or a prompt too long for the model with
+            ``max_new_tokens``.
     """
     from tqdm import tqdm
 
@@ -162,11 +163,10 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
         raise ValueError("no prompts to predict")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if not output_file.parent.is_dir():
-        raise ValueError(f"folder for the predictions does not exist: {output_file.parent}")
     # A first chat round's prompt is the query itself (the round transcript starts with a second round).
     prompt_ids = [tokenizer.encode(prompt) for prompt in prompts]
     check_lengths(model, [len(ids) for ids in prompt_ids], max_new_tokens, lambda index: f"prompt {index + 1}")
+    output_file.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with atomic_text_file(output_file) as file:
         starts = range(0, len(prompts), batch_size)
