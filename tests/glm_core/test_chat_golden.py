@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from glm_core.chat import interactive_chat
+from glm_core.generation import generator_for
 
 GREEDY = dict(do_sample=False)
 
@@ -18,7 +19,7 @@ def history_of(case):
 def test_chat_model_is_the_inference_model(chat_model):
     assert chat_model.config.use_past
     assert chat_model.inference
-    assert chat_model.lm_head.uses_kernel
+    assert generator_for(chat_model).uses_kernels
 
 
 @pytest.mark.parametrize("case_index", range(3))

@@ -3,8 +3,9 @@
 import pytest
 
 from glm_core import process_response
-from glm_core.chat import MIN_REPLY_TOKENS, build_prompt, fit_prompt
+from glm_core.chat import MIN_REPLY_TOKENS, fit_prompt
 from glm_tokenizer import ChatGLMTokenizer
+from glm_tokenizer import chat_prompt as build_prompt
 
 
 @pytest.fixture(scope="module")

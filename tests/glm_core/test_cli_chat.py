@@ -30,7 +30,7 @@ def test_piped_chat_clear_resets_history_and_stop_exits(model_dir, golden_case):
 
 def test_chat_on_a_missing_model_is_one_line_error(tmp_path):
     result = run_glm("chat", tmp_path / "absent", stdin="你好\n")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("glm: error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr

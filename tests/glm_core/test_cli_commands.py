@@ -37,7 +37,7 @@ def test_generate_reads_prompts_from_a_file_and_writes_jsonl(model_dir, golden_h
 
 
 def test_generate_without_prompts_is_an_error(model_dir, capsys):
-    assert main(["generate", str(model_dir)]) == 1
+    assert main(["generate", str(model_dir)]) == 2
     assert capsys.readouterr().err == "glm: error: no prompts: pass --prompt TEXT or --input FILE\n"
 
 
@@ -59,7 +59,7 @@ def test_info_json_is_one_object(model_dir, capsys):
 
 def test_named_model_error_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GLM_HOME", str(tmp_path))
-    assert main(["info", "glm_6b"]) == 1
+    assert main(["info", "glm_6b"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("glm: error: model 'glm_6b' is not under the checkpoint home")
     assert "glm-convert" in err and err.count("\n") == 1

@@ -62,13 +62,14 @@ def test_explicit_positions_and_mask_equal_derived_ones(golden_model, golden_cas
 
 
 def test_left_padding_does_not_change_a_prompt(golden_model, golden_case):
-    """A padded row's real positions give the same logits as the prompt alone."""
+    """A padded row's real positions give the logits of the prompt alone, to float32 noise: MindSpore's MatMul
+    sums a row in an order that depends on the batch's shape."""
     batch = golden_case("batch_encode")[1]
     padded = golden_model(ms.Tensor(batch["input_ids"], ms.int32)).asnumpy()
     for row, ids in enumerate(batch["input_ids"]):
         real = [i for i in ids if i != 3]
         alone = golden_model(ms.Tensor([real], ms.int32)).asnumpy()[0]
-        np.testing.assert_allclose(padded[row, len(ids) - len(real):], alone, atol=1e-4)
+        np.testing.assert_allclose(padded[row, len(ids) - len(real):], alone, atol=MAX_ABS_TOLERANCE)
 
 
 def test_dropout_layers_in_eval_mode_change_nothing(golden_config, golden_state, golden_case):

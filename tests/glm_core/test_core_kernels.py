@@ -8,7 +8,8 @@ import pytest
 from mindspore import nn
 
 from glm_core import GLMConfig, kernels
-from glm_core.model import Linear, RotaryEmbedding2D
+from glm_core.kernel_model import runs_on_kernels
+from glm_core.model import RotaryEmbedding2D
 
 
 class KernelProduct(nn.Cell):
@@ -97,48 +98,19 @@ class Apply(nn.Cell):
 def test_gelu_epilogue_is_the_originals_tanh_gelu():
     """The GELU of every output, its tanh good to an ulp, from 1e-5 to beyond tanh's saturation."""
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((3, 40), dtype=np.float32)
-    w = (rng.standard_normal((300, 40)) * np.exp(rng.uniform(-12, 1, (300, 1)))).astype(np.float32)
-    bias = np.zeros(300, np.float32)
-    gelu, plain = Linear(40, 300, inference=True, gelu=True), Linear(40, 300, inference=True)
-    for linear in (gelu, plain):
-        linear.weight.set_data(ms.Tensor(w))
-        linear.bias.set_data(ms.Tensor(bias))
-    assert gelu.uses_kernel
-    y = Apply(plain)(ms.Tensor(x)).asnumpy().astype(np.float64)
+    x = ms.Tensor(rng.standard_normal((3, 40), dtype=np.float32))
+    w = ms.Tensor((rng.standard_normal((300, 40)) * np.exp(rng.uniform(-12, 1, (300, 1)))).astype(np.float32))
+    bias = ms.Tensor(np.zeros(300, np.float32))
+    y = Apply(kernels.linear_operator())(x, w, bias).asnumpy().astype(np.float64)
     assert np.abs(y).min() < 1e-4 and np.abs(y).max() > 10
     expected = 0.5 * y * (1.0 + np.tanh(0.7978845608028654 * y * (1.0 + 0.044715 * y * y)))
     # In float32, 1 + tanh(…) is good to an ulp of 1: for negative inputs the formula itself cancels.
-    error = np.abs(Apply(gelu)(ms.Tensor(x)).asnumpy() - expected)
+    error = np.abs(Apply(kernels.linear_operator(gelu=True))(x, w, bias).asnumpy() - expected)
     assert (error <= 5e-7 * np.abs(expected) + 6e-8 * np.abs(y)).all(), error.max()
 
 
 def residual_connection(residual, output):
     return residual * 7.483314773547883 + output
-
-
-def test_residual_epilogue_rounds_as_mindspores_mul_and_add():
-    """``r * alpha + (x W^T + b)`` from the kernel has the bits of MindSpore's Mul then Add on its output."""
-    rng = np.random.default_rng(7)
-    x, r = rng.standard_normal((5, 64), dtype=np.float32), rng.standard_normal((5, 48), dtype=np.float32)
-    fused = Linear(64, 48, inference=True, residual_scale=7.483314773547883)
-    plain = Linear(64, 48, inference=True)
-    for name in ("weight", "bias"):
-        value = ms.Tensor(rng.standard_normal(getattr(plain, name).shape, dtype=np.float32))
-        getattr(fused, name).set_data(value)
-        getattr(plain, name).set_data(value)
-    y = Apply(plain)(ms.Tensor(x))
-    expected = Apply(residual_connection)(ms.Tensor(r), y).asnumpy()
-    np.testing.assert_array_equal(Apply(fused)(ms.Tensor(x), ms.Tensor(r)).asnumpy(), expected)
-
-
-class LinearThenLayerNorm(nn.Cell):
-    def __init__(self, linear):
-        super().__init__()
-        self.linear = linear
-
-    def construct(self, x, residual, gamma, beta):
-        return self.linear(x, residual, (gamma, beta))
 
 
 def residual_then_layer_norm(residual, output, gamma, beta):
@@ -148,29 +120,25 @@ def residual_then_layer_norm(residual, output, gamma, beta):
 
 @pytest.mark.parametrize("rows", [1, 9])
 def test_layer_norm_epilogue_gives_the_bits_of_mindspores_layer_norm(rows):
-    """The kernel's layernorm of ``r * alpha + (x W^T + b)`` equals MindSpore's LayerNorm op on that sum.
+    """The kernel's layernorm of ``r * alpha + (x W^T + b)`` equals MindSpore's Mul, Add and LayerNorm on
+    the kernel's product.
 
     Rows of very different scales and offsets: the variance, ``E[y^2] - mean^2``, loses digits where the
     offset dwarfs the spread, and only the same arithmetic (double sums, in order) rounds the same way.
     """
     rng = np.random.default_rng(9)
     inner, out = 64, 1024
-    x = rng.standard_normal((rows, inner), dtype=np.float32)
-    r = (rng.standard_normal((rows, out)) * np.exp(rng.uniform(-6, 3, (rows, 1)))
-         + rng.standard_normal((rows, 1)) * np.exp(rng.uniform(-3, 4, (rows, 1)))).astype(np.float32)
+    x = ms.Tensor(rng.standard_normal((rows, inner), dtype=np.float32))
+    r = ms.Tensor((rng.standard_normal((rows, out)) * np.exp(rng.uniform(-6, 3, (rows, 1)))
+                   + rng.standard_normal((rows, 1)) * np.exp(rng.uniform(-3, 4, (rows, 1)))).astype(np.float32))
+    w = ms.Tensor(rng.standard_normal((out, inner), dtype=np.float32) * 0.01)
+    b = ms.Tensor(rng.standard_normal(out, dtype=np.float32) * 0.01)
     gamma, beta = (ms.Tensor(rng.standard_normal(out, dtype=np.float32)) for _ in range(2))
-    for inference in (True, False):  # the kernel, and MindSpore's MatMul and LayerNorm
-        fused = Linear(inner, out, inference=inference, residual_scale=7.483314773547883, norm_epsilon=1e-5)
-        plain = Linear(inner, out, inference=inference)
-        assert fused.uses_kernel == inference
-        for name in ("weight", "bias"):
-            value = ms.Tensor(rng.standard_normal(getattr(plain, name).shape, dtype=np.float32) * 0.01)
-            getattr(fused, name).set_data(value)
-            getattr(plain, name).set_data(value)
-        y = Apply(plain)(ms.Tensor(x))
-        expected = Apply(residual_then_layer_norm)(ms.Tensor(r), y, gamma, beta).asnumpy()
-        got = LinearThenLayerNorm(fused)(ms.Tensor(x), ms.Tensor(r), gamma, beta).asnumpy()
-        np.testing.assert_array_equal(got, expected)
+    alpha, epsilon = ms.Tensor([7.483314773547883], ms.float32), ms.Tensor([1e-5], ms.float32)
+    product = Apply(kernels.linear_operator())(x, w, b)
+    expected = Apply(residual_then_layer_norm)(r, product, gamma, beta).asnumpy()
+    fused = Apply(kernels.linear_operator())(x, w, b, r, alpha, gamma, beta, epsilon).asnumpy()
+    np.testing.assert_array_equal(fused, expected)
 
 
 def test_rotary_kernel_gives_the_bits_of_the_mindspore_ops_it_replaces():
@@ -255,10 +223,19 @@ def test_attention_over_extra_masked_slots_gives_the_same_bits():
     np.testing.assert_array_equal(run_attention(q, k_long, v_long, mask_long, 2.0), run_attention(q, k, v, mask, 2.0))
 
 
-def test_inference_linear_uses_the_kernel_and_training_linear_does_not():
-    assert Linear(16, 8, inference=True).uses_kernel
-    assert not Linear(16, 8, inference=False).uses_kernel
-    assert not Linear(16, 8, inference=True, compute_dtype=ms.float16).uses_kernel
+@pytest.mark.parametrize("field", ["param_init_type", "compute_dtype", "layernorm_compute_type",
+                                   "softmax_compute_type"])
+def test_generation_runs_on_the_kernels_only_with_every_dtype_float32(field):
+    """The kernels take float32 alone: float16 weights with float32 compute, say, stay on MindSpore's ops."""
+    config = GLMConfig.from_name("glm_tiny")
+    assert runs_on_kernels(config)
+    assert not runs_on_kernels(GLMConfig.from_name("glm_tiny", **{field: "float16"}))
+
+
+def test_layer_operator_inputs_are_the_librarys_by_name():
+    """kernels/layer.cc names its inputs; layer_operator refuses a library whose list differs."""
+    assert kernels.layer_operator() is not None
+    assert kernels.LAYER_INPUTS[:3] == ("x", "position_ids", "mask") and len(kernels.LAYER_INPUTS) == 21
 
 
 def test_without_a_compiler_the_model_falls_back_to_matmul_with_a_warning(monkeypatch, caplog):
@@ -268,8 +245,7 @@ def test_without_a_compiler_the_model_falls_back_to_matmul_with_a_warning(monkey
     kernels._library.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="glm_core.kernels"):
-            linear = Linear(16, 8, inference=True)
-        assert not linear.uses_kernel
+            assert not runs_on_kernels(GLMConfig.from_name("glm_tiny"))
         assert "no C++ compiler found" in caplog.text
     finally:
         kernels._library.cache_clear()

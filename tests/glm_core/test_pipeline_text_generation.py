@@ -10,7 +10,7 @@ from glm_core.text_generation import generate_texts
 
 @pytest.fixture(scope="module")
 def pipe(chat_model, tokenizer):
-    return TextGenerationPipeline(chat_model, tokenizer, max_length=2048)
+    return TextGenerationPipeline(chat_model, tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Chat with ChatGLM-6B: the inference model, the original's prompt format and response clean-up.
 
 ``GLMChatModel.chat`` reproduces THUDM's ``modeling_chatglm.chat``: the prompt is the raw query when there is
-no history, else ``[Round i]\\n问：…\\n答：…\\n`` per past turn and ``[Round n]\\n问：{query}\\n答：``; the
+no history, else the ``[Round i]`` transcript of :func:`glm_tokenizer.chat_prompt`; the
 answer is decoded and passed through :func:`process_response`. Two things are added: ids the tokenizer has
 no piece for are never generated, and a history too long for the model loses its oldest rounds instead of
 failing. :func:`interactive_chat` is the console loop behind ``glm chat``.
@@ -22,12 +22,14 @@ import numpy as np
 
 from glm_core.checkpoint import save_model_checkpoint
 from glm_core.config import GLMConfig
-from glm_core.generation import generate_tokens
+from glm_core.generation import GenerationConfig, GenerationStats, generator_for
 from glm_core.model import GLMForPreTraining
 from glm_core.names import CHECKPOINT_NAME
+from glm_tokenizer import chat_prompt
 
 logger = logging.getLogger(__name__)
 
+CHAT_GENERATION = GenerationConfig(max_length=2048, do_sample=True, top_p=0.7, temperature=0.95)  # the original's
 MIN_REPLY_TOKENS = 16  # history is dropped until the prompt leaves at least this many tokens for the reply
 
 History = list[tuple[str, str]]
@@ -50,15 +52,6 @@ def process_response(response: str) -> str:
     for pattern, replacement in _PUNCTUATION_RULES:
         response = pattern.sub(replacement, response)
     return response
-
-
-def build_prompt(query: str, history: Sequence[tuple[str, str]] = ()) -> str:
-    """The original chat prompt: ``query`` alone without history, else the ``[Round i]`` transcript."""
-    if not history:
-        return query
-    rounds = [f"[Round {i}]\n问：{old_query}\n答：{old_response}\n" for i, (old_query, old_response) in
-              enumerate(history)]
-    return "".join(rounds) + f"[Round {len(history)}]\n问：{query}\n答："
 
 
 @dataclasses.dataclass
@@ -92,7 +85,7 @@ def fit_prompt(tokenizer, query: str, history: Sequence[tuple[str, str]], seq_le
     history = list(history)
     dropped = 0
     while True:
-        prompt = build_prompt(query, history[dropped:])
+        prompt = chat_prompt(query, history[dropped:])
         ids = tokenizer.encode(prompt)
         if len(ids) + reply_room <= limit or dropped == len(history):
             break
@@ -120,18 +113,25 @@ class GLMChatModel(GLMForPreTraining):
             config = dataclasses.replace(config, use_past=True)
         super().__init__(config, inference=True)
 
+    def generate(self, input_ids, config: GenerationConfig | None = None, **options) -> np.ndarray:
+        """Generate with this model's :class:`~glm_core.generation.Generator`; see its ``generate``."""
+        return generator_for(self).generate(input_ids, config, **options)
+
+    @property
+    def generation_stats(self) -> GenerationStats:
+        """Timing of the last generation (of ``generate``, ``chat`` or ``stream_chat``)."""
+        return generator_for(self).stats
+
     def chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
-             max_length: int = 2048, do_sample: bool = True, top_p: float = 0.7, temperature: float = 0.95,
-             **generation) -> tuple[str, History]:
+             config: GenerationConfig | None = None, **overrides) -> tuple[str, History]:
         """Answer ``query`` given ``history`` (pairs of query and response); returns ``(response, history)``.
 
-        ``max_length`` counts prompt and reply and is capped at the model's ``seq_length``. Further keywords
-        go to :func:`glm_core.generation.generate` (``top_k``, ``repetition_penalty``, ``seed``,
-        ``max_new_tokens``). The returned history is the given one plus ``(query, response)``, even when
-        old rounds had to be left out of the prompt. Raises ``ValueError`` for a query too long for the model.
+        ``config`` (default :data:`CHAT_GENERATION`, the original's sampling) with ``overrides`` of its fields;
+        ``max_length`` counts prompt and reply and is capped at the model's ``seq_length``. The returned
+        history is the given one plus ``(query, response)``, even when old rounds had to be left out of the
+        prompt. Raises ``ValueError`` for a query too long for the model or a bad option.
         """
-        stream = self.stream_chat(tokenizer, query, history, max_length, do_sample, top_p, temperature,
-                                  **generation)
+        stream = self.stream_chat(tokenizer, query, history, config, **overrides)
         ((response, new_history),) = deque(stream, maxlen=1)  # run the stream through, keep its last value
         return response, new_history
 
@@ -146,19 +146,18 @@ class GLMChatModel(GLMForPreTraining):
         return inputs
 
     def stream_chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
-                    max_length: int = 2048, do_sample: bool = True, top_p: float = 0.7,
-                    temperature: float = 0.95, **generation) -> Iterator[tuple[str, History]]:
+                    config: GenerationConfig | None = None, **overrides) -> Iterator[tuple[str, History]]:
         """Like :meth:`chat`, but yields ``(response_so_far, history)`` after each generated token.
 
         The last value yielded is what ``chat`` returns. Leaving the loop early stops generation.
         """
         history = list(history or [])
-        max_new_tokens = generation.pop("max_new_tokens", None)
-        inputs = self.chat_inputs(tokenizer, query, history, max_length, max_new_tokens)
-        eos = generation.get("eos_token_id") or self.config.eos_token_id
-        steps = generate_tokens(self, np.array([inputs.input_ids]), max_length=inputs.max_length,
-                                do_sample=do_sample, top_p=top_p, temperature=temperature,
-                                num_pieces=tokenizer.vocab_size, **generation)
+        config = (config or CHAT_GENERATION).updated(**overrides)
+        inputs = self.chat_inputs(tokenizer, query, history, config.max_length or self.config.seq_length,
+                                  config.max_new_tokens)
+        eos = config.eos_token_id or self.config.eos_token_id
+        fitted = dataclasses.replace(config, max_length=inputs.max_length, max_new_tokens=None)
+        steps = generator_for(self).stream(np.array([inputs.input_ids]), fitted, num_pieces=tokenizer.vocab_size)
         answer: list[int] = []
         response = ""
         for tokens in steps:
@@ -230,7 +229,7 @@ def interactive_chat(model: GLMChatModel, tokenizer, read_query: Callable[[], st
     ``read_query`` returns the next line, or None at the end of input. ``clear`` empties the history and
     ``stop`` ends the loop. With ``interactive`` a banner and the speaker names are printed; without it
     (stdin is not a terminal) ``out`` receives only the answers, one per query, each ending in a newline.
-    ``chat_options`` go to :meth:`GLMChatModel.stream_chat`. Returns the final history.
+    ``chat_options`` (a ``config`` and overrides) go to :meth:`GLMChatModel.stream_chat`. Returns the final history.
     """
     history: History = []
     if interactive:

@@ -1,14 +1,19 @@
 """The ``glm`` command: ``glm chat``, ``glm generate`` and ``glm info`` over a model folder or name.
 
 Each subcommand parses its flags and calls the function the Python API uses: ``interactive_chat``,
-``generate_texts`` and ``model_info``. Errors print one line (``glm: error: …``) unless ``--debug``.
+``generate_texts`` and ``model_info``; the sampling flags override the model folder's
+``generation_config.json``. Errors print one line (``glm: error: …``) unless ``--debug``: exit status 2 for
+bad input (flags, files, lengths), 1 for anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,14 +21,30 @@ MODEL_HELP = ("a model folder (config.json, one .ckpt, ice_text.model, tokenizer
               "glm_6b or glm_6b_chat, looked up under $GLM_HOME (default ./checkpoint_download/glm)")
 
 
+class UsageError(ValueError):
+    """Bad input from the command line (a flag, a file, stdin); like every ValueError: exit status 2."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_sampling_defaults(parser: argparse.ArgumentParser, top_p: float, temperature: float,
                           do_sample: bool) -> None:
-    """The sampling flags whose defaults differ between subcommands (chat samples, generate is greedy)."""
-    parser.add_argument("--top-p", type=float, default=top_p, metavar="P",
-                        help="sample from the most likely tokens holding probability P (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=temperature, metavar="T",
-                        help="divide the scores by T before sampling (default: %(default)s)")
-    parser.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=do_sample,
+    """The sampling flags whose defaults differ between subcommands (chat samples, generate is greedy). A flag
+    not given leaves the model folder's generation_config.json, else the subcommand's default, in place."""
+    parser.add_argument("--top-p", type=float, metavar="P",
+                        help=f"sample from the most likely tokens holding probability P (default: {top_p})")
+    parser.add_argument("--temperature", type=float, metavar="T",
+                        help=f"divide the scores by T before sampling (default: {temperature})")
+    parser.add_argument("--do-sample", action=argparse.BooleanOptionalAction,
                         help="sample instead of taking the most likely token at each step "
                              f"(default: {'sample' if do_sample else 'greedy'})")
 
@@ -36,15 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "MindSpore's own ops then run on one (they get N without a C++ compiler)")
 
     sampling = argparse.ArgumentParser(add_help=False)
-    sampling.add_argument("--max-length", type=int, default=2048, metavar="N",
+    sampling.add_argument("--max-length", type=positive_int, metavar="N",
                           help="tokens in prompt and answer together, capped at the model's seq_length "
-                               "(default: %(default)s)")
-    sampling.add_argument("--max-new-tokens", type=int, metavar="N",
+                               "(default: 2048)")
+    sampling.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                           help="generate exactly up to N new tokens; replaces --max-length")
-    sampling.add_argument("--top-k", type=int, default=0, metavar="K",
-                          help="sample only among the K most likely tokens; 0 keeps all (default: %(default)s)")
-    sampling.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P",
-                          help="divide the scores of tokens already present by P (default: %(default)s)")
+    sampling.add_argument("--top-k", type=int, metavar="K",
+                          help="sample only among the K most likely tokens; 0 keeps all (default: 0)")
+    sampling.add_argument("--repetition-penalty", type=float, metavar="P",
+                          help="divide the scores of tokens already present by P (default: 1.0)")
     sampling.add_argument("--seed", type=int, help="random seed of the sampler, for repeatable samples")
 
     parser = argparse.ArgumentParser(
@@ -73,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", type=Path, metavar="FILE",
                           help="write JSON lines {prompt, text, response, new_tokens} here instead of "
                                "printing")
-    generate.add_argument("--batch-size", type=int, default=8, metavar="N",
+    generate.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                           help="prompts generated together (default: %(default)s)")
     add_sampling_defaults(generate, top_p=1.0, temperature=1.0, do_sample=False)
 
@@ -97,50 +118,98 @@ def _setup_mindspore(threads: int | None) -> None:
     kernels.configure_cpu_threads(threads)
 
 
-def _generation_options(args: argparse.Namespace) -> dict:
-    return dict(max_length=args.max_length, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                repetition_penalty=args.repetition_penalty, seed=args.seed)
+def _generation_config(args: argparse.Namespace, defaults):
+    """The model folder's generation_config.json over ``defaults``, the flags over both."""
+    from glm_core.auto import locate
+    from glm_core.generation import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(locate(args.model).tokenizer_dir, **vars(defaults))
+        return config.updated(max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+                              do_sample=args.do_sample, top_k=args.top_k, top_p=args.top_p,
+                              temperature=args.temperature, repetition_penalty=args.repetition_penalty,
+                              seed=args.seed)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
 
 
 def run_chat(args: argparse.Namespace) -> None:
     from glm_core.auto import AutoModel, AutoTokenizer
-    from glm_core.chat import interactive_chat
+    from glm_core.chat import CHAT_GENERATION, interactive_chat
 
+    config = _generation_config(args, CHAT_GENERATION)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"Loading {args.model} ...", file=sys.stderr)
     tokenizer, model = AutoTokenizer.from_pretrained(args.model), AutoModel.from_pretrained(args.model)
 
     def read_query() -> str | None:
-        if interactive:
-            try:
-                return input("\n用户：")
-            except EOFError:
-                return None
-        line = sys.stdin.readline()
+        try:
+            if interactive:
+                try:
+                    return input("\n用户：")
+                except EOFError:
+                    return None
+            line = sys.stdin.readline()
+        except (UnicodeDecodeError, OSError) as error:
+            raise UsageError(f"cannot read a query from stdin: {error}") from None
         return line.rstrip("\n") if line else None
 
-    interactive_chat(model, tokenizer, read_query, sys.stdout, interactive, **_generation_options(args))
+    interactive_chat(model, tokenizer, read_query, sys.stdout, interactive, config=config)
+
+
+def _read_prompts(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"--input {path}: not UTF-8 (byte {error.start})") from None
+    except OSError as error:
+        raise UsageError(f"--input {path}: {error.strerror or error}") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def write_atomically(path: Path, lines: Sequence[str]) -> None:
+    """Write ``lines`` to ``path`` through a temporary file in its folder, renamed into place: a write that
+    fails or is interrupted (SIGINT, SIGTERM) leaves ``path`` as it was and no temporary file behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as error:
+        raise UsageError(f"--output {path}: {error.strerror or error}") from None
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise UsageError(f"--output {path}: {error.strerror or error}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def run_generate(args: argparse.Namespace) -> None:
     from glm_core.auto import AutoModel, AutoTokenizer
-    from glm_core.text_generation import generate_texts
+    from glm_core.generation import GenerationConfig
+    from glm_core.text_generation import DEFAULT_MAX_LENGTH, generate_texts
 
     prompts = list(args.prompt)
     if args.input is not None:
-        prompts += [line for line in args.input.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts += _read_prompts(args.input)
     if not prompts:
-        raise ValueError("no prompts: pass --prompt TEXT or --input FILE")
+        raise UsageError("no prompts: pass --prompt TEXT or --input FILE")
+    if args.output is not None and args.input is not None and args.output.resolve() == args.input.resolve():
+        raise UsageError(f"--output {args.output} is the --input file: write the results elsewhere")
+    config = _generation_config(args, GenerationConfig(max_length=DEFAULT_MAX_LENGTH))
     tokenizer, model = AutoTokenizer.from_pretrained(args.model), AutoModel.from_pretrained(args.model)
-    results, stats = generate_texts(model, tokenizer, prompts, batch_size=args.batch_size,
-                                    **_generation_options(args))
+    results, stats = generate_texts(model, tokenizer, prompts, config, batch_size=args.batch_size)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
-            for result in results:
-                f.write(json.dumps(vars(result), ensure_ascii=False) + "\n")
+        write_atomically(args.output, [json.dumps(vars(result), ensure_ascii=False) + "\n" for result in results])
     else:
         for result in results:
             print(result.text)
@@ -184,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"glm: error: {message or type(error).__name__}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, (ValueError, FileNotFoundError)) else 1  # bad input: a usage error
     return 0
 
 

@@ -1,131 +1,112 @@
-"""Incremental generation: a static KV cache, a prefill graph, a one-token decode graph, and sampling.
+"""Incremental generation: a static KV cache, a prompt graph, a one-token graph, and sampling (gpt-fast's
+``prefill`` / ``decode_one_token`` / ``sample``, with static shapes for MindSpore's graph mode).
 
-Shapes are static so MindSpore compiles each graph once and reuses it:
-- prompts are left-padded with ``<pad>`` to a length bucket (multiples of ``PROMPT_BUCKET``); padding is
-  masked and positions restart after it, so extra padding changes nothing;
-- every row writes its new token at the same cache slot ``t`` (rows are aligned by the left padding);
-- one cache ``[batch, heads, cache_length, head_dim]`` per layer is preallocated per (batch, cache length)
-  and written in place; the decode graph reads the whole cache under a mask ``pad_count <= j <= t``.
+A :class:`Generator` holds, per batch size, one :class:`~glm_core.model.KVCache` per layer as long as the
+model's ``seq_length`` and the compiled graphs that write it, so a session compiles once per batch size and
+prompt bucket, whatever the lengths it is asked for:
+- prompts are left-padded with ``<pad>`` to a bucket (64 tokens times a power of two); padding is masked
+  and positions restart after it, so extra padding changes nothing;
+- every row writes its new token at the same cache slot (rows are aligned by the left padding); masked
+  slots cost the kernels nothing;
+- the prompt's layout (:class:`glm_tokenizer.PromptLayout`) is computed once, in numpy, and gives both
+  graphs their position ids and attention masks.
 
-Both graphs are ``@ms.jit``: they compile even when the caller left MindSpore in PyNative mode.
-The Python loop per step does only the sampling (numpy, on ``[batch, vocab]`` logits) and feeds four
-tiny tensors to the compiled decode graph.
+The graphs run on glm-core's CPU kernels (``kernel_model.py``) whenever the model's dtypes allow, however
+the model was built, else on MindSpore's operators. Their ``construct`` is ``@ms.jit``: they compile even
+when the caller left MindSpore in PyNative mode. The Python loop per step does only the sampling (numpy, on
+``[batch, vocab]`` logits) and feeds four small tensors to the compiled step.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn
 
-from glm_core.model import GLMForPreTraining, mindspore_dtype, positions_and_mask
+from glm_core.kernel_model import KernelGLM, runs_on_kernels
+from glm_core.model import GLMForPreTraining, KVCache, mindspore_dtype
+from glm_tokenizer import PromptLayout
 
 logger = logging.getLogger(__name__)
 
-try:  # what Cell.__call__ ends in; see _run_compiled
-    from mindspore.graph.api import _cell_graph_executor as _GRAPH_EXECUTOR
-except ImportError:
-    _GRAPH_EXECUTOR = None
-
-PROMPT_BUCKET = 64  # prompts are padded to a multiple of this: one prefill graph per bucket
-CACHE_BUCKET = 64  # cache lengths are rounded up to a multiple of this
-MAX_CACHED_DECODERS = 2  # (batch, cache length) decoders kept compiled, least recently used dropped
+GENERATION_CONFIG_NAME = "generation_config.json"
+PROMPT_BUCKET = 64  # prompts are padded to this many tokens times a power of two: few prompt graphs
+MAX_BATCH_SIZES = 2  # batch sizes whose caches and graphs a Generator keeps, least recently used dropped
 INVALID_SCORE_TOKEN = 5  # the original chat's fallback when logits hold NaN/Inf
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+@dataclass
+class GenerationConfig:
+    """How to generate: lengths, the sampler and its processors, the end token. Defaults are greedy.
 
-
-class KVCache(nn.Cell):
-    """One layer's keys and values, slot-major ``[length, batch, heads, head_dim]``, written in place.
-
-    ScatterUpdate writes the slots along the first axis without copying the rest (MindSpore's CPU
-    ScatterNdUpdate on a ``[batch, heads, length, head_dim]`` cache copies all of it on every call: 1.8 GB
-    per decode step for ChatGLM-6B's 2048-token cache). glm_core.kernels' attention reads this layout as is.
+    A model folder may hold ``generation_config.json`` (Hugging Face's file; unknown keys are ignored):
+    :meth:`from_pretrained` reads it.
     """
 
-    def __init__(self, layer: int, batch: int, heads: int, length: int, head_dim: int, dtype):
-        super().__init__()
-        shape = (length, batch, heads, head_dim)
-        self.key = Parameter(Tensor(np.zeros(shape), dtype), name=f"kv_cache.{layer}.key", requires_grad=False)
-        self.value = Parameter(Tensor(np.zeros(shape), dtype), name=f"kv_cache.{layer}.value", requires_grad=False)
+    max_length: int | None = None  # prompt + new tokens, as in Hugging Face; None: the model's seq_length
+    max_new_tokens: int | None = None  # new tokens only; replaces max_length when given
+    do_sample: bool = False  # sample instead of taking the most likely token
+    top_k: int = 0  # sample among the k most likely tokens; 0 keeps all
+    top_p: float = 1.0  # sample among the most likely tokens holding this probability
+    temperature: float = 1.0  # scores are divided by it before sampling
+    repetition_penalty: float = 1.0  # scores of tokens already present are divided by it (Hugging Face's rule)
+    seed: int | None = None  # of the sampler, for repeatable samples
+    eos_token_id: int | None = None  # a row stops at it; None: the model's <eop>
+    pad_token_id: int | None = None  # fills a row after its end; None: the model's <pad>
 
-    def update(self, positions, key, value):
-        """Write ``key``/``value`` ``[S, B, H, D]`` at cache slots ``positions`` (int32 ``[S]``); return the caches."""
-        return (ops.scatter_update(self.key, positions, key.astype(self.key.dtype)),
-                ops.scatter_update(self.value, positions, value.astype(self.value.dtype)))
+    def __post_init__(self):
+        for name in ("max_length", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or not self.repetition_penalty > 0:
+            raise ValueError("need temperature > 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0, got "
+                             f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}, "
+                             f"repetition_penalty={self.repetition_penalty}")
 
+    def updated(self, **overrides: Any) -> GenerationConfig:
+        """A copy with the ``overrides`` that are not None. Raises ``TypeError`` for an unknown name."""
+        fields = {field.name for field in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        return dataclasses.replace(self, **{name: value for name, value in overrides.items() if value is not None})
 
-class Prefill(nn.Cell):
-    """Runs a left-padded prompt ``[B, S]``, fills cache slots ``0..S-1``, returns last logits ``[B, V]``."""
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **defaults: Any) -> GenerationConfig:
+        """``directory``'s ``generation_config.json`` over ``defaults``; ``defaults`` alone without the file.
 
-    def __init__(self, model: GLMForPreTraining, caches: nn.CellList, cache_length: int):
-        super().__init__(auto_prefix=False)  # keep the model's checkpoint parameter names
-        self.model, self.caches, self.cache_length = model, caches, cache_length
-
-    @ms.jit
-    def construct(self, input_ids):
-        batch, seq = input_ids.shape
-        position_ids, mask = positions_and_mask(input_ids, self.model.config)
-        unwritten = ops.ones((batch, 1, seq, self.cache_length - seq), ms.bool_)  # slots not filled yet
-        mask = ops.concat([mask, unwritten], -1)
-        slots = ops.arange(seq, dtype=ms.int32)
-        hidden = self.model.transformer(input_ids, position_ids, mask, self.caches, slots)
-        return self.model.lm_head(hidden[:, -1:]).reshape(batch, -1).astype(ms.float32)
-
-
-class DecodeOneToken(nn.Cell):
-    """One step: token ``[B, 1]`` at slot ``t`` with positions ``[B, 2, 1]`` and the mask ``decode_mask``
-    gives → logits ``[B, V]``."""
-
-    def __init__(self, model: GLMForPreTraining, caches: nn.CellList):
-        super().__init__(auto_prefix=False)
-        self.model, self.caches = model, caches
-
-    @ms.jit
-    def construct(self, token, position_ids, slot, mask):
-        batch = token.shape[0]
-        hidden = self.model.transformer(token, position_ids, mask, self.caches, slot)
-        return self.model.lm_head(hidden).reshape(batch, -1).astype(ms.float32)
-
-
-def decode_mask(pad_counts: np.ndarray, slot: int, cache_length: int) -> np.ndarray:
-    """A decode step's attention mask, bool ``[B, 1, 1, cache_length]``, True = masked: row ``b`` sees cache
-    slots ``pad_counts[b]`` to ``slot``. Built here, in microseconds: in the graph it took five operators."""
-    slots = np.arange(cache_length)
-    visible = (slots >= np.asarray(pad_counts).reshape(-1, 1)) & (slots <= slot)
-    return ~visible.reshape(-1, 1, 1, cache_length)
-
-
-class Decoder:
-    """The compiled graphs and caches for one (batch size, cache length)."""
-
-    def __init__(self, model: GLMForPreTraining, batch: int, cache_length: int):
-        config = model.config
-        dtype = mindspore_dtype(config.compute_dtype)
-        self.caches = nn.CellList([KVCache(i, batch, config.num_heads, cache_length, config.head_dim, dtype)
-                                   for i in range(config.num_layers)])
-        self.model, self.batch, self.cache_length = model, batch, cache_length
-        self.prefills: dict[int, Prefill] = {}
-        self.decode = DecodeOneToken(model, self.caches)
-        self.compiled: set[tuple] = set()  # (id(cell), MindSpore mode) of the cells already compiled
-
-    def prefill(self, prompt_length: int) -> Prefill:
-        if prompt_length not in self.prefills:
-            self.prefills[prompt_length] = Prefill(self.model, self.caches, self.cache_length)
-        return self.prefills[prompt_length]
+        Raises ``ValueError`` naming the file when it is not a JSON object or holds an invalid value.
+        """
+        file = Path(directory) / GENERATION_CONFIG_NAME
+        config = cls(**defaults)
+        if not file.is_file():
+            return config
+        try:
+            values = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(values, dict):
+                raise ValueError("not a JSON object")
+            known = {field.name for field in dataclasses.fields(cls)}
+            return config.updated(**{key: value for key, value in values.items() if key in known})
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{file}: {error}") from None
 
 
 @dataclass
 class GenerationStats:
-    """Timing of the last ``generate`` call, in wall time; compile time is kept apart from generation time.
+    """Timing of one generation, in wall time; compile time is kept apart from generation time.
 
     ``prefill_seconds``: the prompt's graph and choosing the first token; ``decode_seconds``: the later
     steps, each with its inputs and its token choice (sampling included). Time the caller spends between
@@ -149,6 +130,12 @@ class GenerationStats:
     @property
     def decode_tokens_per_second(self) -> float:
         return self.batch_size * self.steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+    def add(self, other: GenerationStats) -> None:
+        """Count ``other`` (another batch's) in."""
+        self.batch_size += other.batch_size
+        for name in ("new_tokens", "steps", "compile_seconds", "prefill_seconds", "decode_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -213,19 +200,213 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                      for row in range(probs.shape[0])], dtype=np.int64).clip(0, probs.shape[-1] - 1)
 
 
+# ------------------------------------------------------------------------------------------- the graphs
+class ForwardWithCache(nn.Cell):
+    """``S`` tokens ``[B, S]`` written at cache ``slots`` ``[S]``, with their position ids ``[B, 2, S]`` and
+    mask ``[B, 1, S, cache length]`` → the logits of the last ``[B, V]``: the prompt (``S`` = its bucket) or a
+    decode step (``S`` = 1). ``kernel_network``: the model's :class:`KernelGLM`, or None for MindSpore's ops."""
+
+    def __init__(self, model: GLMForPreTraining, caches: nn.CellList, kernel_network: KernelGLM | None):
+        super().__init__(auto_prefix=False)  # keep the model's checkpoint parameter names
+        self.model, self.caches, self.kernel_network = model, caches, kernel_network
+
+    @ms.jit
+    def construct(self, input_ids, position_ids, mask, slots):
+        if self.kernel_network is not None:
+            return self.kernel_network(input_ids, position_ids, mask, self.caches, slots)
+        hidden = self.model.transformer(input_ids, position_ids, mask, self.caches, slots)
+        return self.model.lm_head(hidden[:, -1:]).reshape(input_ids.shape[0], -1).astype(ms.float32)
+
+
+class _BatchGraphs:
+    """The caches of one batch size and the graphs that write them: one per prompt bucket, one per step."""
+
+    def __init__(self, model: GLMForPreTraining, kernel_network: KernelGLM | None, batch: int, cache_length: int):
+        config = model.config
+        dtype = mindspore_dtype(config.compute_dtype)
+        self.caches = nn.CellList([KVCache(i, batch, config.num_heads, cache_length, config.head_dim, dtype)
+                                   for i in range(config.num_layers)])
+        self.model, self.kernel_network = model, kernel_network
+        self.graphs: dict[int, ForwardWithCache] = {}  # by tokens per call
+        self.compiled: set[tuple[int, int]] = set()  # (tokens per call, MindSpore mode)
+
+    def run(self, stats: GenerationStats, input_ids, position_ids, mask, slots) -> tuple[np.ndarray, float]:
+        """Run the graph for ``input_ids``' length, compiling it on first use: the logits, and the seconds
+        spent compiling (also added to ``stats``). In PyNative mode the first call compiles as it runs, and
+        counts whole as compile time."""
+        tokens = input_ids.shape[1]
+        graph = self.graphs.setdefault(tokens, ForwardWithCache(self.model, self.caches, self.kernel_network))
+        arguments = (Tensor(input_ids, ms.int32), Tensor(position_ids, ms.int32), Tensor(mask),
+                     Tensor(slots, ms.int32))
+        mode = ms.get_context("mode")
+        if (tokens, mode) in self.compiled:
+            return graph(*arguments).asnumpy(), 0.0
+        start = time.perf_counter()
+        if mode == ms.GRAPH_MODE:
+            graph.compile(*arguments)
+            compile_seconds = time.perf_counter() - start
+            logits = graph(*arguments).asnumpy()
+        else:
+            logits = graph(*arguments).asnumpy()
+            compile_seconds = time.perf_counter() - start
+        self.compiled.add((tokens, mode))
+        stats.compile_seconds += compile_seconds
+        return logits, compile_seconds
+
+
 # --------------------------------------------------------------------------------------------- generate
-def _prompt_layout(ids: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: leading pad count, absolute ``<sop>`` index, and the ``[MASK]``/``[gMASK]`` position."""
-    length = ids.shape[1]
-    pads = (ids != config.pad_token_id).argmax(axis=1)
-    context = np.array([row.tolist().index(config.bos_token_id) if config.bos_token_id in row else length
-                        for row in ids])
-    positions = []
-    for row, pad in zip(ids, pads):
-        real = row[pad:].tolist()
-        mask_id = config.mask_token_id if config.mask_token_id in real else config.gmask_token_id
-        positions.append(real.index(mask_id) if mask_id in real else -1)
-    return pads, context, np.array(positions)
+class Generator:
+    """Generates with ``model``: holds its KV caches and compiled graphs, per batch size (the
+    :data:`MAX_BATCH_SIZES` last used), and the timing of the last generation in ``stats``.
+
+    The graphs run on glm-core's CPU kernels when :func:`glm_core.kernel_model.runs_on_kernels` says the
+    model's dtypes allow it (``uses_kernels``), whether or not the model was built for inference.
+    """
+
+    def __init__(self, model: GLMForPreTraining):
+        self.model = model
+        self.uses_kernels = runs_on_kernels(model.config)
+        self.kernel_network = KernelGLM(model) if self.uses_kernels else None
+        self.cache_length = model.config.seq_length
+        self.stats = GenerationStats()
+        self._batches: OrderedDict[int, _BatchGraphs] = OrderedDict()
+
+    def generate(self, input_ids, config: GenerationConfig | None = None, *, streamer=None,
+                 num_pieces: int | None = None, **overrides: Any) -> np.ndarray:
+        """Generate continuations of one prompt or a left-padded batch.
+
+        ``input_ids``: ``[length]`` or ``[batch, length]`` ids (left padding with ``<pad>`` allowed).
+        ``config`` (default: greedy up to the model's ``seq_length``) with ``overrides`` of its fields
+        (``max_new_tokens=…``, ``do_sample=…``). Each row stops at ``eos_token_id`` and is then filled with
+        ``pad_token_id``; generation ends when every row has stopped. ``streamer``: a callable, or an object
+        with ``put``/``end`` (Hugging Face's streamer protocol), receiving each step's tokens ``[batch]``.
+        ``num_pieces``: ids at or past it are never produced. Returns numpy ids ``[batch, length +
+        generated]`` (prompt included).
+
+        Raises ``ValueError`` before any compile for an empty batch, a ``<pad>`` inside a prompt, an id
+        outside the vocabulary, a length beyond the model's ``seq_length`` or a bad sampling option.
+        """
+        ids = _as_batch(input_ids)
+        generated = []
+        for tokens in self.stream(ids, config, num_pieces=num_pieces, **overrides):
+            generated.append(tokens)
+            if streamer is not None:
+                (streamer.put if hasattr(streamer, "put") else streamer)(tokens.copy())
+        if streamer is not None and hasattr(streamer, "end"):
+            streamer.end()
+        return np.concatenate([ids, np.stack(generated, axis=1)], axis=1)
+
+    def stream(self, input_ids, config: GenerationConfig | None = None, *, num_pieces: int | None = None,
+               **overrides: Any) -> Iterator[np.ndarray]:
+        """:meth:`generate` as an iterator of each step's new tokens ``[batch]``, as they are produced.
+
+        Checks its arguments before returning. Rows that have stopped yield ``pad_token_id``. Leaving the loop
+        early stops generation; ``stats`` is set either way.
+        """
+        model_config = self.model.config
+        config = (config or GenerationConfig()).updated(**overrides)
+        ids = _as_batch(input_ids)
+        length = ids.shape[-1] if ids.ndim == 2 else 0
+        if config.max_new_tokens is not None:
+            total = length + config.max_new_tokens
+        else:
+            total = config.max_length if config.max_length is not None else model_config.seq_length
+        _validate(ids, model_config, total)
+        choose = _token_chooser(config, num_pieces)
+        eos = model_config.eos_token_id if config.eos_token_id is None else config.eos_token_id
+        pad = model_config.pad_token_id if config.pad_token_id is None else config.pad_token_id
+        return self._decode_loop(ids, total - length, choose, eos, pad)
+
+    def _graphs(self, batch: int) -> _BatchGraphs:
+        if batch in self._batches:
+            self._batches.move_to_end(batch)
+        else:
+            while len(self._batches) >= MAX_BATCH_SIZES:
+                self._batches.popitem(last=False)
+            self._batches[batch] = _BatchGraphs(self.model, self.kernel_network, batch, self.cache_length)
+        return self._batches[batch]
+
+    def _decode_loop(self, ids: np.ndarray, new_tokens: int, choose, eos: int, pad: int) -> Iterator[np.ndarray]:
+        """Prefill, then one decode step per token; yields each step's tokens."""
+        config = self.model.config
+        batch, length = ids.shape
+        bucket = prompt_bucket(length, new_tokens, self.cache_length)
+        padded = np.concatenate([np.full((batch, bucket - length), config.pad_token_id, np.int64), ids], axis=1)
+        layout = PromptLayout.of(padded, pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
+                                 mask_token_id=config.mask_token_id, gmask_token_id=config.gmask_token_id)
+        graphs = self._graphs(batch)
+        stats = self.stats = GenerationStats(batch_size=batch, prompt_length=length)
+        # The clock runs from the prefill call to the end, but for compiling and for the caller's time after
+        # each yield: prefill_seconds holds the prompt and the first token, decode_seconds every later step,
+        # its inputs and its token choice included.
+        start = time.perf_counter()
+        logits, compile_seconds = graphs.run(stats, padded, layout.position_ids(0, bucket),
+                                             layout.attention_mask(0, bucket, self.cache_length),
+                                             np.arange(bucket))
+        sequences = [row.tolist() for row in ids]
+        finished = np.zeros(batch, dtype=bool)
+        try:
+            for step in range(new_tokens):
+                tokens = np.where(finished, pad, choose(logits, sequences))
+                stats.new_tokens += int((~finished).sum())
+                for row, token in enumerate(tokens):
+                    sequences[row].append(int(token))
+                seconds = time.perf_counter() - start - compile_seconds
+                if step == 0:
+                    stats.prefill_seconds = seconds
+                else:
+                    stats.decode_seconds += seconds
+                    stats.steps += 1
+                yield tokens
+                start = time.perf_counter()
+                finished |= tokens == eos
+                if finished.all() or step == new_tokens - 1:
+                    break
+                slot = bucket + step  # the cache slot this token's keys and values go to
+                logits, compile_seconds = graphs.run(
+                    stats, tokens.reshape(batch, 1), layout.position_ids(slot, slot + 1),
+                    layout.attention_mask(slot, slot + 1, self.cache_length), np.array([slot]))
+        finally:
+            logger.info("generated %d tokens in %.3fs (%.1f tokens/s; compile %.2fs apart)", stats.new_tokens,
+                        stats.prefill_seconds + stats.decode_seconds, stats.tokens_per_second,
+                        stats.compile_seconds)
+
+
+def prompt_bucket(length: int, new_tokens: int, cache_length: int) -> int:
+    """The padded length of a prompt: :data:`PROMPT_BUCKET` times a power of two, or less where the cache
+    would not hold the new tokens after it (never less than ``length``)."""
+    bucket = PROMPT_BUCKET
+    while bucket < length:
+        bucket *= 2
+    return max(length, min(bucket, cache_length - new_tokens))
+
+
+_GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def generator_for(model: GLMForPreTraining) -> Generator:
+    """The :class:`Generator` that :func:`generate` uses for ``model``, made on first use and kept as long as
+    the model lives: later calls reuse its compiled graphs."""
+    if model not in _GENERATORS:
+        _GENERATORS[model] = Generator(model)
+    return _GENERATORS[model]
+
+
+def generate(model: GLMForPreTraining, input_ids, config: GenerationConfig | None = None, *, streamer=None,
+             num_pieces: int | None = None, **overrides: Any) -> np.ndarray:
+    """:meth:`Generator.generate` with ``model``'s generator (see :func:`generator_for`)."""
+    return generator_for(model).generate(input_ids, config, streamer=streamer, num_pieces=num_pieces, **overrides)
+
+
+def generate_tokens(model: GLMForPreTraining, input_ids, config: GenerationConfig | None = None, *,
+                    num_pieces: int | None = None, **overrides: Any) -> Iterator[np.ndarray]:
+    """:meth:`Generator.stream` with ``model``'s generator (see :func:`generator_for`)."""
+    return generator_for(model).stream(input_ids, config, num_pieces=num_pieces, **overrides)
+
+
+def _as_batch(input_ids) -> np.ndarray:
+    ids = np.asarray(input_ids, dtype=np.int64)
+    return ids[None] if ids.ndim == 1 else ids
 
 
 def _validate(ids: np.ndarray, config, total_length: int) -> None:
@@ -244,171 +425,17 @@ def _validate(ids: np.ndarray, config, total_length: int) -> None:
         raise ValueError(f"max_length {total_length} leaves no room after the prompt of {ids.shape[1]} tokens")
 
 
-def _decoder_for(model: GLMForPreTraining, batch: int, cache_length: int) -> Decoder:
-    if model._decoders is None:
-        model._decoders = OrderedDict()
-    key = (batch, cache_length)
-    if key in model._decoders:
-        model._decoders.move_to_end(key)
-    else:
-        while len(model._decoders) >= MAX_CACHED_DECODERS:
-            model._decoders.popitem(last=False)
-        model._decoders[key] = Decoder(model, batch, cache_length)
-    return model._decoders[key]
-
-
-def _call(decoder: Decoder, cell: nn.Cell, stats: GenerationStats, *args) -> tuple[np.ndarray, float]:
-    """Run ``cell`` on ``args``: its output, and the seconds a first call spent compiling the graph (also
-    added to ``stats.compile_seconds``)."""
-    mode = ms.get_context("mode")
-    compile_seconds = 0.0
-    if (id(cell), mode) not in decoder.compiled:
-        # The first call compiles the graph (in graph and PyNative mode alike, construct is @ms.jit); running
-        # it twice is harmless, since a call rewrites the same cache slots with the same values.
-        start = time.perf_counter()
-        cell(*args).asnumpy()
-        compile_seconds = time.perf_counter() - start
-        stats.compile_seconds += compile_seconds
-        decoder.compiled.add((id(cell), mode))
-    output = (_run_compiled(cell, args) if mode == ms.GRAPH_MODE else cell(*args)).asnumpy()
-    return output, compile_seconds
-
-
-def _run_compiled(cell: nn.Cell, args: tuple):
-    """``cell(*args)`` for a cell that an earlier call compiled in graph mode.
-
-    In graph mode ``Cell.__call__`` re-derives the compile key and walks every sub-cell on each call, about
-    0.8 ms of Python for the decode graph (2 % of a glm_bench step), before it hands the arguments to
-    MindSpore's graph executor under the cell's phase. This goes there directly; where MindSpore (glm-core
-    pins 2.10) does not have that executor, the plain call runs.
-    """
-    if _GRAPH_EXECUTOR is None:
-        return cell(*args)
-    return _GRAPH_EXECUTOR(cell, *args, phase=cell.phase)
-
-
-def generate(model: GLMForPreTraining, input_ids, max_length: int | None = None, max_new_tokens: int | None = None,
-             do_sample: bool = False, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
-             repetition_penalty: float = 1.0, eos_token_id: int | None = None, pad_token_id: int | None = None,
-             seed: int | None = None, streamer=None, num_pieces: int | None = None) -> np.ndarray:
-    """Generate continuations of one prompt or a left-padded batch with the KV-cache decoder.
-
-    ``input_ids``: ``[length]`` or ``[batch, length]`` ids (left padding with ``<pad>`` allowed).
-    ``max_length`` counts the prompt, as in Hugging Face; ``max_new_tokens`` counts new tokens only;
-    with neither the model's ``seq_length`` is the limit. Each row stops at ``eos_token_id`` (default:
-    the config's ``<eop>``) and is then filled with ``pad_token_id``; generation ends when every row has
-    stopped. ``do_sample=False`` is greedy. ``streamer``: a callable, or an object with ``put``/``end``
-    (Hugging Face's streamer protocol), receiving each step's tokens ``[batch]``. ``num_pieces``: ids at or
-    past it are never produced. Returns numpy ids ``[batch, length + generated]`` (prompt included).
-    Timing lands in ``model.generation_stats`` (:class:`GenerationStats`).
-
-    Raises ``ValueError`` before any compile for an empty batch, a ``<pad>`` inside a prompt, or a length
-    beyond the model's ``seq_length``.
-    """
-    steps = generate_tokens(model, input_ids, max_length, max_new_tokens, do_sample, top_k, top_p, temperature,
-                            repetition_penalty, eos_token_id, pad_token_id, seed, num_pieces)
-    ids = _as_batch(input_ids)
-    generated = []
-    for tokens in steps:
-        generated.append(tokens)
-        if streamer is not None:
-            (streamer.put if hasattr(streamer, "put") else streamer)(tokens.copy())
-    if streamer is not None and hasattr(streamer, "end"):
-        streamer.end()
-    return np.concatenate([ids, np.stack(generated, axis=1)], axis=1)
-
-
-def generate_tokens(model: GLMForPreTraining, input_ids, max_length: int | None = None,
-                    max_new_tokens: int | None = None, do_sample: bool = False, top_k: int = 0, top_p: float = 1.0,
-                    temperature: float = 1.0, repetition_penalty: float = 1.0, eos_token_id: int | None = None,
-                    pad_token_id: int | None = None, seed: int | None = None,
-                    num_pieces: int | None = None) -> Iterator[np.ndarray]:
-    """:func:`generate` as an iterator: each step's new tokens ``[batch]``, as they are produced.
-
-    Takes the same arguments (less ``streamer``) and checks them before returning. Rows that have stopped
-    yield ``pad_token_id``. Leaving the loop early stops generation; ``model.generation_stats`` is set
-    either way.
-    """
-    config = model.config
-    ids = _as_batch(input_ids)
-    length = ids.shape[-1] if ids.ndim else 0
-    if max_new_tokens is not None:
-        total = length + max_new_tokens
-    else:
-        total = max_length if max_length is not None else config.seq_length
-    _validate(ids, config, total)
-    if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0 or repetition_penalty <= 0:
-        raise ValueError("need temperature > 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0, got "
-                         f"temperature={temperature}, top_p={top_p}, top_k={top_k}, "
-                         f"repetition_penalty={repetition_penalty}")
-    choose = _token_chooser(do_sample, top_k, top_p, temperature, repetition_penalty, num_pieces, seed)
-    eos = config.eos_token_id if eos_token_id is None else eos_token_id
-    pad = config.pad_token_id if pad_token_id is None else pad_token_id
-    return _decode_loop(model, ids, total - length, choose, eos, pad)
-
-
-def _as_batch(input_ids) -> np.ndarray:
-    ids = np.asarray(input_ids, dtype=np.int64)
-    return ids[None] if ids.ndim == 1 else ids
-
-
-def _token_chooser(do_sample, top_k, top_p, temperature, repetition_penalty, num_pieces, seed):
+def _token_chooser(config: GenerationConfig, num_pieces: int | None):
     """``choose(logits, sequences) -> tokens``: the logits processors, then greedy or a seeded draw."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.seed)
 
     def choose(logits: np.ndarray, sequences: list[list[int]]) -> np.ndarray:
-        scores = process_logits(logits, sequences, repetition_penalty=repetition_penalty, num_pieces=num_pieces)
-        if not do_sample:
+        scores = process_logits(logits, sequences, repetition_penalty=config.repetition_penalty,
+                                num_pieces=num_pieces)
+        if not config.do_sample:
             return scores.argmax(axis=-1)
-        return sample(filtered_probabilities(scores, temperature=temperature, top_k=top_k, top_p=top_p), rng)
+        probabilities = filtered_probabilities(scores, temperature=config.temperature, top_k=config.top_k,
+                                               top_p=config.top_p)
+        return sample(probabilities, rng)
 
     return choose
-
-
-def _decode_loop(model: GLMForPreTraining, ids: np.ndarray, new_tokens: int, choose, eos: int,
-                 pad: int) -> Iterator[np.ndarray]:
-    """Prefill, then one decode step per token; yields each step's tokens."""
-    config = model.config
-    batch, length = ids.shape
-    # Align the prompt to its bucket with extra left padding (masked, so it changes nothing).
-    bucket = _round_up(length, PROMPT_BUCKET)
-    padded = np.concatenate([np.full((batch, bucket - length), config.pad_token_id, np.int64), ids], axis=1)
-    pads, context, mask_positions = _prompt_layout(padded, config)
-    decoder = _decoder_for(model, batch, _round_up(bucket + new_tokens, CACHE_BUCKET))
-    stats = GenerationStats(batch_size=batch, prompt_length=length)
-    # The clock runs from the prefill call to the end, but for compiling and for the caller's time after
-    # each yield: prefill_seconds holds the prompt and the first token, decode_seconds every later step,
-    # its inputs and its token choice included.
-    try:
-        start = time.perf_counter()
-        logits, compile_seconds = _call(decoder, decoder.prefill(bucket), stats, Tensor(padded.astype(np.int32)))
-        sequences = [row.tolist() for row in ids]
-        finished = np.zeros(batch, dtype=bool)
-        for step in range(new_tokens):
-            tokens = np.where(finished, pad, choose(logits, sequences))
-            stats.new_tokens += int((~finished).sum())
-            for row, token in enumerate(tokens):
-                sequences[row].append(int(token))
-            seconds = time.perf_counter() - start - compile_seconds
-            if step == 0:
-                stats.prefill_seconds = seconds
-            else:
-                stats.decode_seconds += seconds
-                stats.steps += 1
-            yield tokens
-            start = time.perf_counter()
-            finished |= tokens == eos
-            if finished.all() or step == new_tokens - 1:
-                break
-            slot = bucket + step  # the cache slot this token's keys and values go to
-            positions = np.where(mask_positions >= 0, mask_positions, slot - pads)
-            blocks = slot - context + 1
-            position_ids = np.stack([positions, blocks], axis=1).reshape(batch, 2, 1).astype(np.int32)
-            logits, compile_seconds = _call(decoder, decoder.decode, stats,
-                                            Tensor(tokens.reshape(batch, 1).astype(np.int32)),
-                                            Tensor(position_ids), Tensor(np.array([slot], np.int32)),
-                                            Tensor(decode_mask(pads, slot, decoder.cache_length)))
-    finally:
-        model.generation_stats = stats
-        logger.info("generated %d tokens in %.3fs (%.1f tokens/s; compile %.2fs apart)", stats.new_tokens,
-                    stats.prefill_seconds + stats.decode_seconds, stats.tokens_per_second, stats.compile_seconds)

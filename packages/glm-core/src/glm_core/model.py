@@ -6,8 +6,9 @@ Each GLMBlock:  x ─► input_layernorm ─► SelfAttention ─► (ln·alpha 
                   ─► MLP ─► (ln·alpha + mlp),  alpha = sqrt(2 · 28)
 
 Parameter names are MindFormers' checkpoint names (``transformer.layers.N.attention.query_key_value.weight``
-…), so a MindFormers ``glm_6b.ckpt`` loads as is. The same layers run a full forward (training, scoring)
-and, with a KV cache passed in, the incremental decoder of ``generation.py``.
+…), so a MindFormers ``glm_6b.ckpt`` loads as is. The network runs on MindSpore's operators: a full forward
+(training, scoring) and, with a :class:`KVCache` per layer, the incremental decoder of ``generation.py``.
+Inference in float32 on CPU has a faster variant over the same parameters, ``kernel_model.py``.
 """
 
 from __future__ import annotations
@@ -54,72 +55,27 @@ def _weight_init():
     return Normal(0.02) if _random_weights else "zeros"
 
 
-def runs_cpu_kernels(inference: bool, compute_dtype) -> bool:
-    """Whether a layer uses glm_core.kernels: inference layers computing in float32 on CPU."""
-    return inference and compute_dtype == ms.float32 and ms.get_context("device_target") == "CPU"
-
-
 class Linear(nn.Cell):
-    """``y = x Wᵀ + b`` with ``W`` of checkpoint shape ``[out, in]``.
+    """``y = x Wᵀ + b`` on MindSpore's MatMul, ``W`` of checkpoint shape ``[out, in]``, computed in
+    ``compute_dtype`` (weights held in another dtype are cast to it)."""
 
-    An inference Linear computing in float32 on CPU runs the C++ kernel of :mod:`glm_core.kernels`: it
-    streams a decode step's weights near the memory bandwidth and sums each output in the same order for
-    one row as for many, so a one-token decode step reproduces a full forward exactly. Training Linears
-    (which need gradients), float16 ones and other devices use MindSpore's MatMul.
-
-    ``gelu=True`` applies the MLP's tanh GELU to the output. ``residual_scale``: ``construct(x, residual)``
-    returns ``residual * residual_scale + (x Wᵀ + b)``, GLM's residual connection. ``norm_epsilon`` as well:
-    ``construct(x, residual, norm=(gamma, beta))`` returns the layernorm of that sum. The kernel does all
-    of it as it writes the output, rounding as MindSpore's ops would.
-    """
-
-    def __init__(self, in_features, out_features, bias=True, inference=False, param_dtype=ms.float32,
-                 compute_dtype=ms.float32, gelu=False, residual_scale=None, norm_epsilon=None):
+    def __init__(self, in_features, out_features, bias=True, param_dtype=ms.float32, compute_dtype=ms.float32):
         super().__init__()
         self.weight = Parameter(initializer(_weight_init(), (out_features, in_features), param_dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (out_features,), param_dtype), name="bias") if bias else None
-        kernel = None
-        if runs_cpu_kernels(inference, compute_dtype):
-            from glm_core.kernels import linear_operator
-
-            kernel = linear_operator(gelu)
-        self.uses_kernel = kernel is not None
-        self.matmul = kernel if kernel is not None else ops.MatMul(transpose_b=True)
-        self.layer_norm = ops.LayerNorm(-1, -1, norm_epsilon) if norm_epsilon is not None else None
-        self.kernel_norm_epsilon = Tensor([norm_epsilon or 0.0], ms.float32)
+        self.matmul = ops.MatMul(transpose_b=True)
         self.out_features = out_features
         self.compute_dtype = compute_dtype
         self.cast_weight = param_dtype != compute_dtype
-        self.gelu = gelu
-        self.residual_scale = residual_scale
-        self.kernel_residual_scale = Tensor([residual_scale or 0.0], ms.float32)
 
-    def construct(self, x, residual=None, norm=None):
+    def construct(self, x):
         leading = x.shape[:-1]
-        x = x.reshape(-1, x.shape[-1]).astype(self.compute_dtype)
-        if self.uses_kernel:  # float32: no casts; the kernel adds the bias and the residual
-            if norm is not None:
-                y = self.matmul(x, self.weight, self.bias, residual.reshape(x.shape[0], -1),
-                                self.kernel_residual_scale, norm[0], norm[1], self.kernel_norm_epsilon)
-            elif residual is not None:
-                y = self.matmul(x, self.weight, self.bias, residual.reshape(x.shape[0], -1),
-                                self.kernel_residual_scale)
-            else:
-                y = self.matmul(x, self.weight) if self.bias is None else self.matmul(x, self.weight, self.bias)
-            return y.reshape(*leading, self.out_features)
-        y = self.project(x)
-        if self.gelu:
-            y = ops.gelu(y, approximate="tanh")
-        y = y.reshape(*leading, self.out_features)
-        if residual is not None:
-            y = residual * self.residual_scale + y
-        if norm is not None:
-            y, _, _ = self.layer_norm(y, norm[0].astype(y.dtype), norm[1].astype(y.dtype))
-        return y
+        y = self.project(x.reshape(-1, x.shape[-1]).astype(self.compute_dtype))
+        return y.reshape(*leading, self.out_features)
 
     def project(self, x):
-        """``x Wᵀ + b`` on MindSpore's ops for rows ``x [N, in]`` in the compute dtype: the training path, and
-        what a variant such as :class:`glm_core.lora.LoRALinear` extends."""
+        """``x Wᵀ + b`` for rows ``x [N, in]`` in the compute dtype: what a variant such as
+        :class:`glm_core.lora.LoRALinear` extends."""
         weight = self.weight.astype(self.compute_dtype) if self.cast_weight else self.weight
         y = self.matmul(x, weight)
         if self.bias is not None:
@@ -200,6 +156,26 @@ class RotaryEmbedding2D(nn.Cell):
         return x * cos.astype(x.dtype) + ops.gather(x, self.swap, x.ndim - 1) * sin.astype(x.dtype)
 
 
+class KVCache(nn.Cell):
+    """One layer's keys and values, slot-major ``[length, batch, heads, head_dim]``, written in place.
+
+    ScatterUpdate writes the slots along the first axis without copying the rest (MindSpore's CPU
+    ScatterNdUpdate on a ``[batch, heads, length, head_dim]`` cache copies all of it on every call).
+    glm_core.kernels' attention reads this layout as is.
+    """
+
+    def __init__(self, layer: int, batch: int, heads: int, length: int, head_dim: int, dtype):
+        super().__init__()
+        shape = (length, batch, heads, head_dim)
+        self.key = Parameter(Tensor(np.zeros(shape), dtype), name=f"kv_cache.{layer}.key", requires_grad=False)
+        self.value = Parameter(Tensor(np.zeros(shape), dtype), name=f"kv_cache.{layer}.value", requires_grad=False)
+
+    def update(self, slots, key, value):
+        """Write ``key``/``value`` ``[S, B, H, D]`` at cache slots ``slots`` (int32 ``[S]``); return the caches."""
+        return (ops.scatter_update(self.key, slots, key.astype(self.key.dtype)),
+                ops.scatter_update(self.value, slots, value.astype(self.value.dtype)))
+
+
 class SelfAttention(nn.Cell):
     """Multi-head attention with GLM's fused, per-head interleaved QKV: ``[heads, (q, k, v), head_dim]``."""
 
@@ -207,43 +183,25 @@ class SelfAttention(nn.Cell):
         super().__init__()
         param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.query_key_value = Linear(config.hidden_size, 3 * config.hidden_size, True, inference,
-                                      param_dtype, compute_dtype)
-        self.dense = Linear(config.hidden_size, config.hidden_size, True, inference, param_dtype, compute_dtype,
-                            residual_scale=config.residual_alpha, norm_epsilon=config.layernorm_epsilon)
+        self.query_key_value = Linear(config.hidden_size, 3 * config.hidden_size, True, param_dtype, compute_dtype)
+        self.dense = Linear(config.hidden_size, config.hidden_size, True, param_dtype, compute_dtype)
         self.rotary = rotary
         # The original divides q by sqrt(d)·(layer_id + 1) and multiplies the scores back by (layer_id + 1)
         # in the softmax dtype: it keeps float16 scores in range. We do the same, so float32 matches too.
         self.layer_scale = float(layer_id + 1)
         self.query_scale = 1.0 / (math.sqrt(self.head_dim) * self.layer_scale)
         self.softmax_dtype = mindspore_dtype(config.softmax_compute_type)
-        self.dropout = nn.Dropout(p=config.attention_dropout_rate) if config.attention_dropout_rate else None
-        self.kernel = None  # inference in float32 on CPU: glm_core.kernels' rotary and attention (no dropout)
-        if runs_cpu_kernels(inference, compute_dtype) and self.softmax_dtype == ms.float32:
-            from glm_core.kernels import attention_operator, rotary_operator
+        rate = 0.0 if inference else config.attention_dropout_rate
+        self.dropout = nn.Dropout(p=rate) if rate else nn.Identity()
 
-            self.kernel, self.rotary_kernel = attention_operator(), rotary_operator(self.num_heads, self.head_dim)
-            self.kernel_scale = Tensor([self.layer_scale], ms.float32)
-            self.kernel_query_scale = Tensor([self.query_scale], ms.float32)
+    def construct(self, x, rotary, mask, cache=None, slots=None):
+        """``x``: ``[B, S, hidden]``; ``rotary``: RotaryEmbedding2D's ``(cos, sin)``; ``mask``: bool
+        ``[B, 1, S, K]``, True = masked.
 
-    def construct(self, x, rotary, mask, cache=None, cache_positions=None, residual=None, norm=None):
-        """``x``: ``[B, S, hidden]``; ``rotary``: the position ids ``[B, 2, S]`` when the kernels run
-        (``self.kernel``), which look the angles up themselves, else RotaryEmbedding2D's ``(cos, sin)``;
-        ``mask``: bool ``[B, 1, S, K]``, True = masked.
-
-        Without a cache, K = S. With ``cache`` (a :class:`glm_core.generation.KVCache`) the new keys and
-        values are written at ``cache_positions`` and attention runs over the whole cache, K = its length.
-        With ``residual``, returns ``residual * alpha + attention``, and with ``norm`` too, its layernorm
-        (see :class:`Linear`).
+        Without a cache, K = S. With ``cache`` (a :class:`KVCache`) the new keys and values are written at
+        cache ``slots`` and attention runs over the whole cache, K = its length.
         """
         batch, seq = x.shape[0], x.shape[1]
-        if self.kernel is not None:  # the same arithmetic in two kernels; keys and values slot-major [K, B, H, D]
-            query, key, value = self.rotary_kernel(self.query_key_value(x), rotary, self.rotary.cos_table,
-                                                   self.rotary.sin_table, self.kernel_query_scale)
-            if cache is not None:
-                key, value = cache.update(cache_positions, key, value)
-            context = self.kernel(query, key, value, mask, self.kernel_scale)
-            return self.dense(context.reshape(batch, seq, -1), residual, norm)
         qkv = self.query_key_value(x).reshape(batch, seq, self.num_heads, 3 * self.head_dim)
         query, key, value = ops.split(qkv, self.head_dim, axis=-1)  # [B, S, H, D]
         cos, sin = rotary
@@ -251,47 +209,35 @@ class SelfAttention(nn.Cell):
         key = self.rotary.rotate(key, cos, sin)
         query = query.transpose(0, 2, 1, 3)  # [B, H, S, D]
         if cache is not None:
-            key, value = cache.update(cache_positions, key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3))
+            key, value = cache.update(slots, key.transpose(1, 0, 2, 3), value.transpose(1, 0, 2, 3))
             key, value = key.transpose(1, 2, 0, 3), value.transpose(1, 2, 0, 3)  # [B, H, K, D]
         else:
             key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
         scores = ops.BatchMatMul(transpose_b=True)(query, key)
         scores = ops.masked_fill(scores, mask, ops.scalar_to_tensor(MASKED_SCORE, scores.dtype))
         probs = ops.softmax(scores.astype(self.softmax_dtype) * self.layer_scale, axis=-1).astype(value.dtype)
-        if self.dropout is not None:
-            probs = self.dropout(probs)
-        context = ops.BatchMatMul()(probs, value).transpose(0, 2, 1, 3).reshape(batch, seq, -1)
-        return self.dense(context, residual, norm)
+        context = ops.BatchMatMul()(self.dropout(probs), value).transpose(0, 2, 1, 3).reshape(batch, seq, -1)
+        return self.dense(context)
 
 
 class MLP(nn.Cell):
     """``dense_4h_to_h(gelu_tanh(dense_h_to_4h(x)))``."""
 
-    def __init__(self, config: GLMConfig, inference: bool):
+    def __init__(self, config: GLMConfig):
         super().__init__()
         param_dtype, compute_dtype = mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype)
-        self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, inference,
-                                    param_dtype, compute_dtype, gelu=True)
-        self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, inference, param_dtype,
-                                    compute_dtype, residual_scale=config.residual_alpha,
-                                    norm_epsilon=config.layernorm_epsilon)
+        self.dense_h_to_4h = Linear(config.hidden_size, config.inner_hidden_size, True, param_dtype, compute_dtype)
+        self.dense_4h_to_h = Linear(config.inner_hidden_size, config.hidden_size, True, param_dtype, compute_dtype)
 
-    def construct(self, x, residual=None, norm=None):
-        """With ``residual``, returns ``residual * alpha + mlp``, and with ``norm`` too, its layernorm (see
-        :class:`Linear`)."""
-        return self.dense_4h_to_h(self.dense_h_to_4h(x), residual, norm)  # dense_h_to_4h applies the GELU
+    def construct(self, x):
+        return self.dense_4h_to_h(ops.gelu(self.dense_h_to_4h(x), approximate="tanh"))
 
 
 class GLMBlock(nn.Cell):
     """One transformer layer with GLM's residual: ``ln(x) · alpha + f(ln(x))``.
 
     ``alpha = sqrt(2 · config.alpha_num_layers)``: 28 for every depth, as in the original (see GLMConfig).
-
-    On glm_core's CPU kernels without dropout (``fuses_norms``) each layernorm runs inside the kernel of the
-    Linear before it: called with ``next_norm``, the block takes ``input_layernorm(x)`` in place of ``x``
-    and returns its output through ``next_norm`` (the gamma and beta of the next block's input_layernorm,
-    or of the final one). With a KV cache as well, the whole block is one operator (``kernels/layer.cc``),
-    which also writes the keys and values into the cache. The results have the same bits either way.
+    Dropout (training only) applies to the attention and MLP outputs before the residual is added.
     """
 
     def __init__(self, config: GLMConfig, layer_id: int, rotary: RotaryEmbedding2D, inference: bool):
@@ -300,43 +246,16 @@ class GLMBlock(nn.Cell):
         self.input_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
         self.attention = SelfAttention(config, layer_id, rotary, inference)
         self.post_attention_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype, ln_dtype)
-        self.mlp = MLP(config, inference)
+        self.mlp = MLP(config)
         self.alpha = config.residual_alpha
-        self.dropout = nn.Dropout(p=config.hidden_dropout_rate) if config.hidden_dropout_rate else None
-        self.fuses_norms = (self.dropout is None and self.mlp.dense_4h_to_h.uses_kernel
-                            and param_dtype == ms.float32 and ln_dtype == ms.float32)
-        self.kernel = None  # with fused layernorms and a KV cache: the whole block in one operator
-        if self.fuses_norms and self.attention.kernel is not None:
-            from glm_core.kernels import layer_operator
+        rate = 0.0 if inference else config.hidden_dropout_rate
+        self.dropout = nn.Dropout(p=rate) if rate else nn.Identity()
 
-            self.kernel = layer_operator()
-            attention = self.attention
-            self.kernel_scalars = Tensor([attention.query_scale, attention.layer_scale, self.alpha,
-                                          config.layernorm_epsilon], ms.float32)
-
-    def construct(self, x, rotary, mask, cache=None, cache_positions=None, next_norm=None):
-        """``rotary``: what SelfAttention takes (position ids or cos and sin); see there."""
-        if next_norm is not None and cache is not None and self.kernel is not None:  # kernels/layer.cc
-            attention, mlp, post_norm = self.attention, self.mlp, self.post_attention_layernorm
-            return self.kernel(x, rotary, mask, cache_positions, cache.key, cache.value, attention.rotary.cos_table,
-                               attention.rotary.sin_table, attention.query_key_value.weight,
-                               attention.query_key_value.bias, attention.dense.weight, attention.dense.bias,
-                               post_norm.gamma, post_norm.beta, mlp.dense_h_to_4h.weight, mlp.dense_h_to_4h.bias,
-                               mlp.dense_4h_to_h.weight, mlp.dense_4h_to_h.bias, next_norm[0], next_norm[1],
-                               self.kernel_scalars)
-        if next_norm is not None:  # x is input_layernorm(x) already; the output Linears apply the layernorms
-            post_norm = (self.post_attention_layernorm.gamma, self.post_attention_layernorm.beta)
-            mlp_input = self.attention(x, rotary, mask, cache, cache_positions, residual=x, norm=post_norm)
-            return self.mlp(mlp_input, residual=mlp_input, norm=next_norm)
+    def construct(self, x, rotary, mask, cache=None, slots=None):
+        """``rotary``, ``mask``, ``cache``, ``slots``: see :meth:`SelfAttention.construct`."""
         attention_input = self.input_layernorm(x)
-        if self.dropout is None:  # the output Linears add ln(x) * alpha as they write (no separate ops)
-            x = self.attention(attention_input, rotary, mask, cache, cache_positions, residual=attention_input)
-            mlp_input = self.post_attention_layernorm(x)
-            return self.mlp(mlp_input, residual=mlp_input)
-        # With dropout, on the outputs before the residual: the residual is added here.
-        attention_output = self.dropout(self.attention(attention_input, rotary, mask, cache, cache_positions))
-        x = attention_input * self.alpha + attention_output
-        mlp_input = self.post_attention_layernorm(x)
+        attention_output = self.attention(attention_input, rotary, mask, cache, slots)
+        mlp_input = self.post_attention_layernorm(attention_input * self.alpha + self.dropout(attention_output))
         return mlp_input * self.alpha + self.dropout(self.mlp(mlp_input))
 
 
@@ -377,9 +296,12 @@ def positions_and_mask(input_ids, config: GLMConfig):
 
 
 class GLMTransformer(nn.Cell):
-    """Embeddings, the GLM blocks and the final layernorm: ids to hidden states."""
+    """Embeddings, the GLM blocks and the final layernorm: ids to hidden states.
 
-    def __init__(self, config: GLMConfig, inference: bool):
+    ``inference``: a network only run forward, without dropout.
+    """
+
+    def __init__(self, config: GLMConfig, inference: bool = False):
         super().__init__()
         param_dtype = mindspore_dtype(config.param_init_type)
         self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, param_dtype)
@@ -388,27 +310,17 @@ class GLMTransformer(nn.Cell):
         self.final_layernorm = LayerNorm(config.hidden_size, config.layernorm_epsilon, param_dtype,
                                          mindspore_dtype(config.layernorm_compute_type))
         self.compute_dtype = mindspore_dtype(config.compute_dtype)
-        self.fused_norms = all(layer.fuses_norms for layer in self.layers)
-        self.positions_to_kernels = all(layer.attention.kernel is not None for layer in self.layers)
 
-    def construct(self, input_ids, position_ids, mask, caches=None, cache_positions=None):
+    def construct(self, input_ids, position_ids, mask, caches=None, slots=None):
+        """``caches``: one :class:`KVCache` per layer, written at ``slots`` (see SelfAttention)."""
         x = self.word_embeddings(input_ids).astype(self.compute_dtype)
-        # The kernels look the rotary angles up from the position ids; MindSpore's ops take cos and sin.
-        rotary = position_ids if self.positions_to_kernels else self.rotary(position_ids)
-        if self.fused_norms:  # each layernorm but the first runs in the Linear before it (see GLMBlock)
-            x = self.layers[0].input_layernorm(x)
-            last = len(self.layers) - 1
-            for index in range(len(self.layers)):
-                norm = self.final_layernorm if index == last else self.layers[index + 1].input_layernorm
-                cache = None if caches is None else caches[index]
-                x = self.layers[index](x, rotary, mask, cache, cache_positions, (norm.gamma, norm.beta))
-            return x
+        rotary = self.rotary(position_ids)
         if caches is None:
             for layer in self.layers:
                 x = layer(x, rotary, mask)
         else:
             for layer, cache in zip(self.layers, caches):
-                x = layer(x, rotary, mask, cache, cache_positions)
+                x = layer(x, rotary, mask, cache, slots)
         return self.final_layernorm(x)
 
 
@@ -416,18 +328,17 @@ class GLMForPreTraining(nn.Cell):
     """ChatGLM-6B with its language-model head: ``model(input_ids) -> logits [batch, seq, vocab]``.
 
     Position ids and the attention mask are derived from ``input_ids`` (``<pad>``/``<sop>``/``[gMASK]``
-    positions) unless given, as the tokenizer builds them. ``generate`` runs the KV-cache decoder.
+    positions) unless given, as the tokenizer builds them. ``inference`` (default: ``config.use_past``): a
+    model only run forward, without dropout. :mod:`glm_core.generation` generates with it.
     """
 
     def __init__(self, config: GLMConfig, inference: bool | None = None):
         super().__init__()
         self.config = config
-        # Inference models (by default those with the KV cache on) run their Linears on the CPU kernel.
         self.inference = config.use_past if inference is None else inference
         self.transformer = GLMTransformer(config, self.inference)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, False, self.inference,
-                              mindspore_dtype(config.param_init_type), mindspore_dtype(config.compute_dtype))
-        self._decoders = None  # built on first generate(); see glm_core.generation
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, False, mindspore_dtype(config.param_init_type),
+                              mindspore_dtype(config.compute_dtype))
 
     def construct(self, input_ids, position_ids=None, attention_mask=None):
         if position_ids is None or attention_mask is None:
@@ -436,9 +347,3 @@ class GLMForPreTraining(nn.Cell):
             attention_mask = derived_mask if attention_mask is None else attention_mask
         hidden = self.transformer(input_ids, position_ids, attention_mask.astype(ms.bool_))
         return self.lm_head(hidden).astype(ms.float32)
-
-    def generate(self, input_ids, **kwargs):
-        """Generate continuations; see :func:`glm_core.generation.generate` for the arguments."""
-        from glm_core.generation import generate
-
-        return generate(self, input_ids, **kwargs)

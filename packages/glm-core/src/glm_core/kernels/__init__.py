@@ -343,12 +343,31 @@ def rotary_operator(heads: int, head_dim: int):
                       func_type="aot")
 
 
+# The layer operator's inputs by name, in its order (kernels/layer.cc lists them in GLM_LAYER_INPUTS and
+# layer_operator checks the two agree): the step's own inputs, then one block's tables and weights, then
+# scalars = (query scale, layer scale, alpha, layernorm epsilon). Shapes: see layer.cc.
+LAYER_STEP_INPUTS = ("x", "position_ids", "mask", "slots", "key_cache", "value_cache")
+LAYER_BLOCK_INPUTS = ("cos", "sin", "qkv_weight", "qkv_bias", "dense_weight", "dense_bias", "post_gamma",
+                      "post_beta", "h_to_4h_weight", "h_to_4h_bias", "four_h_to_h_weight", "four_h_to_h_bias",
+                      "next_gamma", "next_beta", "scalars")
+LAYER_INPUTS = LAYER_STEP_INPUTS + LAYER_BLOCK_INPUTS
+
+
 def layer_operator():
-    """A MindSpore op running a whole GLM block with a KV cache; see ``layer.cc`` for its inputs. It writes
-    the block's keys and values into the caches it is given, in place. ``None`` when unavailable."""
+    """A MindSpore op running a whole GLM block with a KV cache; see ``layer.cc``. Its inputs are
+    :data:`LAYER_INPUTS`, in that order; it writes the block's keys and values into the caches it is given,
+    in place. ``None`` when unavailable.
+
+    Raises ``RuntimeError`` when the library's input list differs from :data:`LAYER_INPUTS`.
+    """
     library = _library()
     if library is None:
         return None
     from mindspore import float32, ops
 
+    library_inputs = ctypes.CDLL(str(library)).glm_layer_inputs
+    library_inputs.restype = ctypes.c_char_p
+    names = tuple(library_inputs().decode().rstrip(",").split(","))
+    if names != LAYER_INPUTS:
+        raise RuntimeError(f"{library} takes the layer inputs {names}, glm_core.kernels passes {LAYER_INPUTS}")
     return ops.Custom(f"{library}:glm_layer", out_shape=lambda x, *others: x, out_dtype=float32, func_type="aot")

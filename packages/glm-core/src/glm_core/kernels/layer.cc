@@ -16,10 +16,19 @@
 
 namespace {
 
-enum Param {
-  X, POSITION_IDS, MASK, SLOTS, KEY_CACHE, VALUE_CACHE, COS, SIN, QKV_W, QKV_B, DENSE_W, DENSE_B, POST_GAMMA,
-  POST_BETA, H_TO_4H_W, H_TO_4H_B, FOUR_H_TO_H_W, FOUR_H_TO_H_B, NEXT_GAMMA, NEXT_BETA, SCALARS, OUT, COUNT
-};
+// The operator's inputs, in order: one list gives the enum below and the names glm_layer_inputs() returns,
+// which kernels/__init__.py checks against its LAYER_INPUTS before it calls the operator.
+#define GLM_LAYER_INPUTS(INPUT)                                                                              \
+  INPUT(X, x) INPUT(POSITION_IDS, position_ids) INPUT(MASK, mask) INPUT(SLOTS, slots)                      \
+  INPUT(KEY_CACHE, key_cache) INPUT(VALUE_CACHE, value_cache) INPUT(COS, cos) INPUT(SIN, sin)              \
+  INPUT(QKV_W, qkv_weight) INPUT(QKV_B, qkv_bias) INPUT(DENSE_W, dense_weight) INPUT(DENSE_B, dense_bias)   \
+  INPUT(POST_GAMMA, post_gamma) INPUT(POST_BETA, post_beta) INPUT(H_TO_4H_W, h_to_4h_weight)               \
+  INPUT(H_TO_4H_B, h_to_4h_bias) INPUT(FOUR_H_TO_H_W, four_h_to_h_weight) INPUT(FOUR_H_TO_H_B, four_h_to_h_bias) \
+  INPUT(NEXT_GAMMA, next_gamma) INPUT(NEXT_BETA, next_beta) INPUT(SCALARS, scalars)
+
+#define GLM_ENUM_ENTRY(name, text) name,
+enum Param { GLM_LAYER_INPUTS(GLM_ENUM_ENTRY) OUT, COUNT };
+#undef GLM_ENUM_ENTRY
 
 bool shape_is(int *ndims, int64_t **shapes, int param, std::initializer_list<int64_t> shape) {
   if (ndims[param] != static_cast<int>(shape.size())) return false;
@@ -44,6 +53,14 @@ struct Scratch {
 Scratch scratch;
 
 }  // namespace
+
+// The input names, comma-separated, in the operator's order.
+extern "C" const char *glm_layer_inputs() {
+#define GLM_NAME_ENTRY(name, text) #text ","
+  static const char names[] = GLM_LAYER_INPUTS(GLM_NAME_ENTRY);
+#undef GLM_NAME_ENTRY
+  return names;
+}
 
 // MindSpore's aot signature: params in the order of Param above. x [B, S, H]; position_ids [B, 2, S] int32;
 // mask [B, 1, S, L] bool (True = masked); slots [S] int32; key and value caches [L, B, heads, D], written in

@@ -1,0 +1,75 @@
+"""The inference variant of ``model.py`` on glm-core's CPU kernels, over the same parameters.
+
+    input_ids ─► word_embeddings ─► input_layernorm of block 0 ─► kernels/layer.cc × num_layers ─► lm_head
+
+Each block runs as one operator (``kernels/layer.cc``): QKV, the 2D rotary with keys and values written into
+the block's :class:`~glm_core.model.KVCache`, attention over the cache, the dense output with the residual and
+``post_attention_layernorm``, the MLP with the residual and the *next* block's ``input_layernorm`` (the last
+block's: ``final_layernorm``). The arithmetic is that of the MindSpore operators it replaces, but summed in
+one order for one row as for many, so a one-token step gives the bits of a whole prompt run through it.
+
+:func:`runs_on_kernels` is where the choice is made; glm_core.generation asks it once per model.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from glm_core import kernels
+from glm_core.config import GLMConfig
+
+
+def runs_on_kernels(config: GLMConfig) -> bool:
+    """Whether a model of ``config`` can run on the kernels: on CPU, with float32 weights, compute, layernorm
+    and softmax, and the kernel library built (else a warning said why). Other models run on MindSpore's
+    operators, which take every dtype."""
+    dtypes = (config.param_init_type, config.compute_dtype, config.layernorm_compute_type,
+              config.softmax_compute_type)
+    return (all(dtype == "float32" for dtype in dtypes) and ms.get_context("device_target") == "CPU"
+            and kernels.layer_operator() is not None)
+
+
+class KernelGLM(nn.Cell):
+    """A :class:`~glm_core.model.GLMForPreTraining`'s forward with KV caches on the kernels; holds the model
+    (its parameters keep their names) and no weights of its own.
+
+    ``construct(input_ids [B, S], position_ids [B, 2, S], mask [B, 1, S, L], caches, slots [S])`` writes the
+    keys and values of the ``S`` tokens at cache ``slots`` and returns the logits of the last one ``[B, V]``.
+    """
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)  # keep the model's checkpoint parameter names
+        self.model = model
+        self.layer = kernels.layer_operator()
+        self.lm_head = kernels.linear_operator()
+        transformer, config = model.transformer, model.config
+        layers = transformer.layers
+        next_norms = [layer.input_layernorm for layer in layers[1:]] + [transformer.final_layernorm]
+        self.blocks = []  # per block, its LAYER_BLOCK_INPUTS in order
+        for layer, next_norm in zip(layers, next_norms):
+            attention, mlp = layer.attention, layer.mlp
+            named = {
+                "cos": transformer.rotary.cos_table, "sin": transformer.rotary.sin_table,
+                "qkv_weight": attention.query_key_value.weight, "qkv_bias": attention.query_key_value.bias,
+                "dense_weight": attention.dense.weight, "dense_bias": attention.dense.bias,
+                "post_gamma": layer.post_attention_layernorm.gamma,
+                "post_beta": layer.post_attention_layernorm.beta,
+                "h_to_4h_weight": mlp.dense_h_to_4h.weight, "h_to_4h_bias": mlp.dense_h_to_4h.bias,
+                "four_h_to_h_weight": mlp.dense_4h_to_h.weight, "four_h_to_h_bias": mlp.dense_4h_to_h.bias,
+                "next_gamma": next_norm.gamma, "next_beta": next_norm.beta,
+                "scalars": Tensor([attention.query_scale, attention.layer_scale, config.residual_alpha,
+                                   config.layernorm_epsilon], ms.float32),
+            }
+            self.blocks.append(tuple(named[name] for name in kernels.LAYER_BLOCK_INPUTS))
+        self.blocks = tuple(self.blocks)
+
+    def construct(self, input_ids, position_ids, mask, caches, slots):
+        transformer = self.model.transformer
+        x = transformer.layers[0].input_layernorm(transformer.word_embeddings(input_ids))
+        for index in range(len(self.blocks)):
+            cache = caches[index]
+            # LAYER_STEP_INPUTS, then the block's LAYER_BLOCK_INPUTS
+            x = self.layer(x, position_ids, mask, slots, cache.key, cache.value, *self.blocks[index])
+        batch, hidden = x.shape[0], x.shape[2]
+        return self.lm_head(x[:, -1].reshape(batch, hidden), self.model.lm_head.weight)
