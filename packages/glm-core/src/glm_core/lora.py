@@ -184,6 +184,16 @@ def adapter_pairs(adapter: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarr
     return pairs
 
 
+def check_adapter_fits(weight_shape: tuple[int, ...], lora_a: np.ndarray, lora_b: np.ndarray, config: LoRAConfig,
+                       linear: str = "linear") -> None:
+    """Raise ``ValueError`` naming ``linear`` unless A is ``[rank, in]`` and B ``[out, rank]`` for a weight of
+    shape ``[out, in]`` at ``config.lora_rank``."""
+    rank = config.lora_rank
+    if tuple(lora_a.shape) != (rank, weight_shape[1]) or tuple(lora_b.shape) != (weight_shape[0], rank):
+        raise ValueError(f"the adapter of {linear}: A {tuple(lora_a.shape)} and B {tuple(lora_b.shape)} do not "
+                         f"fit its weight {tuple(weight_shape)} at lora_rank {rank} (A [rank, in], B [out, rank])")
+
+
 def fold_adapter(weight: np.ndarray, lora_a: np.ndarray, lora_b: np.ndarray, config: LoRAConfig,
                  linear: str = "linear") -> np.ndarray:
     """``W + B A · alpha / rank`` in ``weight``'s dtype, the product and the sum taken in float64.
@@ -191,10 +201,7 @@ def fold_adapter(weight: np.ndarray, lora_a: np.ndarray, lora_b: np.ndarray, con
     Raises ``ValueError`` naming ``linear`` when A ``[rank, in]`` and B ``[out, rank]`` do not fit
     ``weight [out, in]`` at ``config.lora_rank``.
     """
-    rank = config.lora_rank
-    if lora_a.shape != (rank, weight.shape[1]) or lora_b.shape != (weight.shape[0], rank):
-        raise ValueError(f"the adapter of {linear}: A {tuple(lora_a.shape)} and B {tuple(lora_b.shape)} do not "
-                         f"fit its weight {tuple(weight.shape)} at lora_rank {rank} (A [rank, in], B [out, rank])")
+    check_adapter_fits(weight.shape, lora_a, lora_b, config, linear)
     update = lora_b.astype(np.float64) @ lora_a.astype(np.float64) * config.scaling
     return (weight.astype(np.float64) + update).astype(weight.dtype)
 
@@ -232,9 +239,16 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], LoRACo
     """
     import mindspore as ms
 
+    from glm_core.checkpoint_file import CheckpointReader
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no adapter checkpoint at {path}")
+    with CheckpointReader(path) as reader:  # the entry names alone, without reading the file
+        names = list(reader.tensors)
+    if not adapter_tensors(dict.fromkeys(names)):
+        raise ValueError(f"{path} holds no LoRA adapter (no tensor named <linear>.mindpet_delta_lora_a / _b): "
+                         "give the checkpoint of a LoRA run")
     try:
         entries = ms.load_checkpoint(str(path), choice_func=lambda name: is_adapter_name(name)
                                      or name == PET_CONFIG_KEY)
@@ -243,9 +257,6 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], LoRACo
         raise ValueError(f"{path}: not a readable MindSpore checkpoint ({reason})") from None
     stored = entries.pop(PET_CONFIG_KEY, None)
     tensors = adapter_tensors({name: parameter.asnumpy() for name, parameter in entries.items()})
-    if not tensors:
-        raise ValueError(f"{path} holds no LoRA adapter (no tensor named <linear>.mindpet_delta_lora_a / _b): "
-                         "give the checkpoint of a LoRA run")
     config = None
     if isinstance(stored, str):
         try:
