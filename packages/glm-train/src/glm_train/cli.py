@@ -24,7 +24,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glm-train",
         description="Fine-tune, evaluate and run ChatGLM-6B on MindSpore, configured by MindFormers' YAML run "
-                    "configs. Tool subcommands: 'glm-train merge-lora --help'.",
+                    "configs. Tool subcommands (each with --help): merge-lora, launch, hccl-table, "
+                    "merge-hccl, merge.",
         epilog=f"shipped configs (give the name or a path): {', '.join(shipped_configs())}")
     parser.add_argument("--config", required=True, help="a run config YAML (MindFormers' layout) or a shipped name")
     parser.add_argument("--run_mode", choices=RUN_MODES, help="what to run (default: the config's run_mode)")
@@ -46,11 +47,23 @@ def build_run_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SUBCOMMANDS = ("merge-lora", "launch", "hccl-table", "merge-hccl", "merge")
+
+
 def _subcommands() -> dict:
-    from glm_train import merge_lora
+    from glm_train import launch, merge_checkpoints, merge_lora, rank_table
 
     return {"merge-lora": (merge_lora.add_merge_lora_arguments, merge_lora.run_merge_lora,
-                           "fold a LoRA adapter checkpoint into its base checkpoint")}
+                           "fold a LoRA adapter checkpoint into its base checkpoint"),
+            "launch": (launch.add_launch_arguments, launch.run_launch,
+                       "run a distributed fine-tune with msrun (one process per device), ending it all when "
+                       "a rank fails"),
+            "hccl-table": (rank_table.add_hccl_table_arguments, rank_table.run_hccl_table,
+                           "write an Ascend rank table (RANK_TABLE_FILE) for this server's devices"),
+            "merge-hccl": (rank_table.add_merge_hccl_arguments, rank_table.run_merge_hccl,
+                           "join single-server rank tables into one for a multi-server run"),
+            "merge": (merge_checkpoints.add_merge_arguments, merge_checkpoints.run_merge,
+                      "merge a distributed run's per-rank checkpoints into one (or split one for a strategy)")}
 
 
 def _interrupt_on_sigterm() -> None:
@@ -67,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _interrupt_on_sigterm()
-    subcommands = _subcommands() if argv and argv[0] in ("merge-lora",) else {}
+    subcommands = _subcommands() if argv and argv[0] in SUBCOMMANDS else {}
     if subcommands:
         add_arguments, run_command, description = subcommands[argv[0]]
         parser = argparse.ArgumentParser(prog=f"glm-train {argv[0]}", description=description)
