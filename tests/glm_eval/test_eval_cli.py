@@ -1,6 +1,9 @@
-"""The glm-eval command line: four metrics on stdout, a JSON report, one-line errors with exit code 2."""
+"""The glm-eval command line: four metrics on stdout, a JSON report, one-line errors with exit code 2, and
+bad input and signals that lose nothing (the installed console script, in new processes)."""
 
 import json
+import os
+import signal
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -152,3 +155,140 @@ def test_a_missing_named_field_is_an_error_with_its_line(golden_files, tmp_path,
                "--reference-field", "summary") == 2
     error = capsys.readouterr().err
     assert "dev.json" in error and "line 2" in error and "summary" in error
+
+
+GLM_EVAL = Path(sysconfig.get_path("scripts")) / "glm-eval"
+
+
+def run_command(*argv, **options):
+    """The installed ``glm-eval`` in a new process: its exit status, stdout and stderr."""
+    completed = subprocess.run([GLM_EVAL, *map(str, argv)], capture_output=True, text=True, **options)
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def assert_one_error_line(error, message):
+    assert error == f"glm-eval: error: {message}\n"
+
+
+@pytest.mark.parametrize("input_flag", ["--predictions", "--references"])
+def test_output_that_is_an_input_is_refused_and_the_input_kept(golden_files, input_flag):
+    predictions, references = golden_files
+    target = predictions if input_flag == "--predictions" else references
+    before = target.read_bytes()
+    status, output, error = run_command("score", "--predictions", predictions, "--references", references,
+                                        "--output", target)
+    assert (status, output) == (2, "")
+    assert_one_error_line(error, f"--output {target} is the {input_flag} file, which the report would replace: "
+                                 "name another file")
+    assert target.read_bytes() == before
+
+
+def test_output_through_a_link_to_an_input_is_refused(golden_files, tmp_path):
+    predictions, references = golden_files
+    link = tmp_path / "report.json"
+    link.symlink_to(references)
+    status, _, error = run_command("score", "--predictions", predictions, "--references", references,
+                                   "--output", link)
+    assert status == 2 and "is the --references file" in error
+    assert link.is_symlink() and references.read_text(encoding="utf-8").count("\n") == 2
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("{tmp}", "--output {tmp} is not a regular file (a folder or a device): name a file"),
+    ("/dev/null", "--output /dev/null is not a regular file (a folder or a device): name a file"),
+    ("/proc/report.json", "--output /proc/report.json: cannot create a file in /proc ("),
+    ("{tmp}/absent/report.json", "folder for --output does not exist: {tmp}/absent"),
+], ids=["folder", "device", "unwritable folder", "missing folder"])
+def test_an_unusable_output_is_refused_before_scoring(golden_files, tmp_path, output, message):
+    predictions, references = golden_files
+    output = output.replace("{tmp}", str(tmp_path))
+    status, stdout, error = run_command("score", "--predictions", predictions, "--references", references,
+                                        "--output", output)
+    assert (status, stdout) == (2, "")  # no scores printed: it stopped before scoring
+    assert error.startswith(f"glm-eval: error: {message.replace('{tmp}', str(tmp_path))}")
+    assert error.count("\n") == 1
+
+
+def test_a_write_that_fails_partway_keeps_the_previous_report(golden_files, tmp_path):
+    """A full disk, as a file-size limit makes it: the write fails once the report passes 64 bytes."""
+    import resource
+
+    predictions, references = golden_files
+    report = tmp_path / "report.json"
+    argv = ["score", "--predictions", predictions, "--references", references, "--output", report]
+    assert run_command(*argv)[0] == 0
+    previous = report.read_text(encoding="utf-8")
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    status, output, error = run_command(*argv, "--quiet", preexec_fn=limit_file_size)
+    assert (status, output) == (1, GOLDEN_STDOUT)
+    assert_one_error_line(error, f"cannot write the report {report} (File too large); it is left as it was")
+    assert report.read_text(encoding="utf-8") == previous
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions.txt", "references.txt", "report.json"]
+
+
+def test_an_absurd_worker_count_is_refused_in_one_line(golden_files):
+    predictions, references = golden_files
+    status, _, error = run_command("score", "--predictions", predictions, "--references", references,
+                                   "--workers", "100000")
+    assert status == 2
+    assert error.startswith("glm-eval score: error: argument --workers: at most ")
+    assert error.endswith(" (the CPUs this process may use), got 100000 (see --help)\n")
+
+
+def test_a_usage_error_is_one_line(golden_files):
+    predictions, _ = golden_files
+    status, _, error = run_command("score", "--predictions", predictions)
+    assert status == 2
+    assert error == "glm-eval score: error: the following arguments are required: --references (see --help)\n"
+
+
+def test_standard_input_that_is_closed_or_not_text_is_one_error_line(golden_files):
+    _, references = golden_files
+    closed = subprocess.run(["sh", "-c", f'exec "{GLM_EVAL}" score --predictions /dev/stdin --references '
+                                         f'"{references}" <&-'], capture_output=True, text=True)
+    assert closed.returncode == 2
+    assert_one_error_line(closed.stderr, "No such file or directory: /dev/stdin")
+    status, _, error = run_command("score", "--predictions", "/dev/stdin", "--references", references,
+                                   input="caf\udce9\n", errors="surrogateescape")
+    assert status == 2
+    assert_one_error_line(error, "/dev/stdin, line 1: not UTF-8 text (invalid continuation byte)")
+
+
+@pytest.fixture
+def long_run(tmp_path):
+    """Inputs that take seconds to score (60,000 pairs), and an earlier report beside them."""
+    words = ["简约", "设计", "上衣", "宽松", "线条", "图案", "时尚", "颜色", "天气", "很好"]
+    predictions = tmp_path / "predictions.txt"
+    references = tmp_path / "references.txt"
+    predictions.write_text("".join(words[i % 7] + words[i % 10] * 3 + words[i % 3] + "\n" for i in range(60_000)),
+                           encoding="utf-8")
+    references.write_text("".join(words[i % 10] + words[i % 4] * 2 + words[i % 7] + "\n" for i in range(60_000)),
+                          encoding="utf-8")
+    report = tmp_path / "report.json"
+    report.write_text('{"earlier": true}\n', encoding="utf-8")
+    return predictions, references, report
+
+
+@pytest.mark.parametrize(("signal_number", "status", "said"), [
+    (signal.SIGINT, 130, "glm-eval: interrupted\n"),
+    (signal.SIGTERM, 143, "glm-eval: terminated\n"),
+])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_signal_to_the_process_group_mid_run_is_one_line_and_keeps_the_report(
+        long_run, tmp_path, signal_number, status, said, workers):
+    """Ctrl-C reaches every process of the terminal's group, and a job scheduler's SIGTERM often does too:
+    the worker processes must leave the reporting to the main one."""
+    predictions, references, report = long_run
+    command = subprocess.Popen([GLM_EVAL, "score", "--predictions", predictions, "--references", references,
+                                "--output", report, "--workers", workers], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    command.stderr.read(1)  # the progress bar, which appears two seconds into the scoring
+    os.killpg(command.pid, signal_number)
+    output, error = command.communicate(timeout=60)
+    assert (command.returncode, output) == (status, "")
+    assert error.endswith(said) and "Traceback" not in error  # after the progress bar
+    assert report.read_text(encoding="utf-8") == '{"earlier": true}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions.txt", "references.txt", "report.json"]

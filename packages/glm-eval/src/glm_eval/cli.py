@@ -3,35 +3,70 @@
 from __future__ import annotations
 
 import argparse
-import errno
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from glm_eval.__about__ import __version__
 from glm_eval.files import JSONL_SUFFIX, InputFileError, read_pairs
 from glm_eval.scoring import METRICS, score
 
-# Exit status for unusable input, the same argparse uses for unusable arguments.
+# Exit statuses: unusable input or arguments (the status argparse uses too); a report that could not be
+# written (a full disk, say); Ctrl-C and SIGTERM, as a shell reports a process those signals killed.
 EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+# Seconds a terminated run may take to stop its worker processes before it exits regardless.
+EXIT_GRACE_SECONDS = 5
 
 
-def _positive_int(text: str) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors on one line (argparse prints the usage above them)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UsageError(ValueError):
+    """An argument that parses but cannot be used (an --output that would overwrite an input, say)."""
+
+
+class ReportWriteError(OSError):
+    """The scores were computed but the report could not be written; the previous report is intact."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM raised as an exception, so that a report being written is removed as on Ctrl-C."""
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    # More processes than CPUs score no faster, and a mistyped count would start thousands of them.
+    if value > available_cpus():
+        raise argparse.ArgumentTypeError(f"at most {available_cpus()} (the CPUs this process may use), got {value}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``glm-eval`` argument parser, with one subparser per command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="glm-eval",
         description="BLEU-4 and ROUGE-1/2/L exactly as ChatGLM-6B's ptuning compute_metrics reports them.",
     )
@@ -84,14 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         metavar="REPORT",
-        help="also write the scores, pair counts and input paths to this JSON file (replaced atomically)",
+        help=(
+            "also write the scores, pair counts and input paths to this JSON file (replaced atomically; "
+            "it may not be P or R)"
+        ),
     )
     score_parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_worker_count,
         default=1,
         metavar="N",
-        help="score in N processes; the scores do not depend on N (default: 1)",
+        help="score in N processes, at most one per CPU; the scores do not depend on N (default: 1)",
     )
     score_parser.add_argument(
         "--quiet",
@@ -103,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_report(path: Path, report: dict) -> None:
-    """Write ``report`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
+    """Write ``report`` as JSON to ``path`` through a temporary file, so a reader never sees half of it.
+
+    Whatever stops the write (an error, a full disk, Ctrl-C, SIGTERM raised as an exception) removes the
+    temporary file and leaves an earlier report at ``path`` as it was.
+    """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); give the report the permissions of any new file.
@@ -119,11 +161,39 @@ def write_report(path: Path, report: dict) -> None:
         raise
 
 
+def check_output(output: Path, inputs: dict[str, Path]) -> None:
+    """Refuse, before any scoring, an ``--output`` the report could not be written to, or should not be.
+
+    Args:
+        output: the report's path.
+        inputs: the input files by flag, e.g. ``{"--predictions": Path(...)}``.
+
+    Raises:
+        UsageError: ``output`` is one of ``inputs`` (under any name), a folder or a device, lies in a
+            folder that does not exist, or one where no file can be created.
+    """
+    for flag, path in inputs.items():
+        with contextlib.suppress(OSError):  # a missing input is reported when it is read
+            if os.path.samefile(output, path):
+                raise UsageError(f"--output {output} is the {flag} file, which the report would replace: "
+                                 "name another file")
+    if output.exists() and not output.is_file():
+        raise UsageError(f"--output {output} is not a regular file (a folder or a device): name a file")
+    if not output.parent.is_dir():
+        raise UsageError(f"folder for --output does not exist: {output.parent}")
+    try:
+        # A long scoring run should not end in a report that cannot be written: try now.
+        handle, probe = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UsageError(f"--output {output}: cannot create a file in {output.parent} ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
 def run_score(args: argparse.Namespace) -> dict[str, float | int]:
     """The ``score`` command: read both files, score them, print the metrics, write the report."""
-    if args.output is not None and not args.output.parent.is_dir():
-        # Checked first: a long scoring run should not end in a report that cannot be written.
-        raise FileNotFoundError(errno.ENOENT, "folder for --output does not exist", str(args.output.parent))
+    if args.output is not None:
+        check_output(args.output, {"--predictions": args.predictions, "--references": args.references})
     predictions, references = read_pairs(args.predictions, args.references, args.prediction_field,
                                          args.reference_field)
     scores = score(predictions, references, workers=args.workers, progress=not args.quiet)
@@ -138,23 +208,57 @@ def run_score(args: argparse.Namespace) -> dict[str, float | int]:
         )
     if args.output is not None:
         report = {"predictions": str(args.predictions), "references": str(args.references), **scores}
-        write_report(args.output, report)
+        try:
+            write_report(args.output, report)
+        except OSError as error:
+            raise ReportWriteError(error.errno, f"cannot write the report {args.output} "
+                                                f"({error.strerror or error}); it is left as it was") from None
     return scores
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``_Terminated`` in this process, where it would kill it outright."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``glm-eval`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
-    Unreadable or malformed input prints one ``glm-eval: error: ...`` line to stderr and returns 2.
+    Every error is one ``glm-eval: error: ...`` line on stderr: unusable arguments or input return 2, a
+    report that cannot be written 1; Ctrl-C returns 130 and SIGTERM 143, leaving any earlier report intact.
     """
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
-    except InputFileError as error:
+        with _sigterm_as_exception():
+            args.run(args)
+    except (InputFileError, UsageError) as error:
         print(f"glm-eval: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ReportWriteError as error:
+        print(f"glm-eval: error: {error.strerror}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         print(f"glm-eval: error: {error.strerror or error}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("glm-eval: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print("glm-eval: terminated", file=sys.stderr)
+        # Exit normally, but not forever: worker processes terminated with this one (a job scheduler
+        # signals the whole group) may have died mid-reply, and closing their pool waits for that reply.
+        deadline = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (EXIT_TERMINATED,))
+        deadline.daemon = True
+        deadline.start()
+        return EXIT_TERMINATED
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -41,11 +42,18 @@ _PROGRESS_DELAY_S = 2.0
 def load_jieba() -> None:
     """Build jieba's prefix dictionary now (about a second) and silence its banner on stderr.
 
-    Runs once per process (later calls return at once): before scoring here, and as the initializer
-    of every worker process.
+    Runs once per process (later calls return at once): before scoring here, and in every worker process.
     """
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()
+
+
+def _start_worker() -> None:
+    """Prepare a worker process: Ctrl-C and SIGTERM are its parent's to handle (the parent stops its workers,
+    with SIGTERM, which must kill them whatever handler they inherited), then jieba."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    load_jieba()
 
 
 def is_blank(text: str) -> bool:
@@ -89,7 +97,7 @@ def _score_pairs(pairs: list[tuple[str, str]], workers: int, progress: bool) -> 
                 yield score_pair(prediction, reference)
         return
     # The pool is started before the progress bar, whose monitor thread must not exist at fork time.
-    with multiprocessing.Pool(workers, initializer=load_jieba) as pool:
+    with multiprocessing.Pool(workers, initializer=_start_worker) as pool:
         scores = pool.imap(_score_pair_tuple, pairs, chunksize=_CHUNK_SIZE)
         yield from tqdm(
             scores,
