@@ -124,6 +124,26 @@ def _write_weights(source: Path, target: Path, tie_head: bool) -> bool:
     return LM_HEAD in names
 
 
+def _transform(checkpoints: list[Path], staging: Path, prefix: str, src_strategy_file: str | None,
+               dst_strategy_file: str | None) -> None:
+    """transform_checkpoints of ``checkpoints`` (rank order) into ``staging/output/rank_N/<prefix>N.ckpt``."""
+    import mindspore as ms
+
+    tied = False
+    for rank, path in enumerate(checkpoints):  # weights only: transform_checkpoints takes tensors alone
+        tied |= _write_weights(path, staging / "source" / f"rank_{rank}" / "weights.ckpt", tie_head=False)
+    try:
+        ms.transform_checkpoints(str(staging / "source"), str(staging / "transformed"), prefix,
+                                 src_strategy_file, dst_strategy_file)
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MergeError(f"transform_checkpoints with strategy {src_strategy_file or dst_strategy_file}: "
+                         f"{reason}") from None
+    for folder in (staging / "transformed").iterdir():
+        for file in folder.glob("*.ckpt"):
+            _write_weights(file, staging / "output" / folder.name / file.name, tie_head=tied)
+
+
 def _check_strategy(path: str | None, flag: str) -> str | None:
     if path is None:
         return None
@@ -142,8 +162,6 @@ def transform(src_checkpoints_dir: str | os.PathLike, dst_checkpoints_dir: str |
     in rank order. The output folder is built beside ``dst_checkpoints_dir`` and renamed into place; an
     existing one is refused unless ``overwrite``, and then replaced whole. Raises :class:`MergeError`.
     """
-    import mindspore as ms
-
     source, destination = Path(src_checkpoints_dir).resolve(), Path(dst_checkpoints_dir).resolve()
     if destination == source or source in destination.parents or destination in source.parents:
         raise MergeError(f"--dst_checkpoints_dir {dst_checkpoints_dir} overlaps --src_checkpoints_dir "
@@ -160,23 +178,14 @@ def transform(src_checkpoints_dir: str | os.PathLike, dst_checkpoints_dir: str |
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        tied = False
-        for rank, path in enumerate(checkpoints):  # weights only: transform_checkpoints takes tensors alone
-            tied |= _write_weights(path, staging / "source" / f"rank_{rank}" / "weights.ckpt", tie_head=False)
-        try:
-            ms.transform_checkpoints(str(staging / "source"), str(staging / "transformed"), prefix,
-                                     src_strategy_file, dst_strategy_file)
-        except (ValueError, TypeError, KeyError, RuntimeError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise MergeError(f"transform_checkpoints of {source} with strategy "
-                             f"{src_strategy_file or dst_strategy_file}: {reason}") from None
         output = staging / "output"
-        written = []
-        for folder in sorted((staging / "transformed").iterdir(), key=lambda p: int(p.name.split("_")[1])):
-            for file in folder.glob("*.ckpt"):
-                target = output / folder.name / file.name
-                _write_weights(file, target, tie_head=tied)
-                written.append(destination / folder.name / file.name)
+        if src_strategy_file is None and dst_strategy_file is None:  # replicas: rank 0's weights are the model
+            _write_weights(checkpoints[0], output / "rank_0" / f"{prefix}0.ckpt", tie_head=True)
+        else:
+            _transform(checkpoints, staging, prefix, src_strategy_file, dst_strategy_file)
+        written = [destination / folder.name / file.name
+                   for folder in sorted(output.iterdir(), key=lambda p: int(p.name.split("_")[1]))
+                   for file in folder.glob("*.ckpt")]
         if destination.exists():
             shutil.rmtree(destination)
         os.replace(output, destination)
