@@ -66,9 +66,11 @@ def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = No
     set_context(config)
     mode = config["run_mode"]
     if mode in ("train", "finetune"):
+        from glm_train.distributed import Placement, init_parallel
         from glm_train.trainer import finetune
 
-        result = finetune(config, resume=resume, progress=progress)
+        placement = init_parallel(config) if config["use_parallel"] else Placement()
+        result = finetune(config, resume=resume, rank=placement.rank, ranks=placement.ranks, progress=progress)
         print(f"trained {result.steps} steps; last loss {result.losses[-1]:.4f}" if result.losses
               else f"nothing to train: the run had finished at step {result.steps}")
         for path in (result.checkpoints[-1:] if result.checkpoints else []):

@@ -17,6 +17,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
+from glm_train.distributed import DataParallelReduction, data_parallel_ranks
+
 
 class WarmupPolynomialDecay(LearningRateSchedule):
     """MindFormers' ``polynomial`` schedule: linear warmup from 0 to ``learning_rate`` over ``warmup_steps``,
@@ -89,10 +91,16 @@ class TrainStep(nn.Cell):
         self.scale_sense = Parameter(Tensor(scale, ms.float32), name="scale_sense", requires_grad=False)
         self.scale_update = (nn.DynamicLossScaleUpdateCell(loss_scale.loss_scale_value, loss_scale.scale_factor,
                                                            loss_scale.scale_window) if self.scaled else None)
+        ranks = data_parallel_ranks()
+        # data parallel: each rank's loss weighed by its share of the label tokens, summed over the ranks
+        self.data_parallel = DataParallelReduction(self.weights, ranks) if ranks > 1 else None
 
     def loss_and_gradients(self, input_ids, labels, scale):
         """One micro-batch's loss and the gradients of ``loss · scale``."""
         loss = self.network(input_ids, labels)
+        if self.data_parallel is not None:
+            share = self.data_parallel.share(labels)
+            loss, scale = loss * share, scale * share
         grads = self.gradients(self.network, self.weights)(input_ids, labels, scale.astype(loss.dtype))
         return loss, grads
 
@@ -103,6 +111,8 @@ class TrainStep(nn.Cell):
             more_loss, more = self.loss_and_gradients(input_ids[index], labels[index], scale)
             loss = loss + more_loss
             grads = tuple(grad + extra for grad, extra in zip(grads, more))
+        if self.data_parallel is not None:  # the global batch's loss and gradients, on every rank
+            loss, grads = self.data_parallel(loss, grads)
         divisor = scale * self.micro_batches
         grads = tuple(grad.astype(ms.float32) / divisor for grad in grads)
         loss = loss / self.micro_batches

@@ -172,10 +172,12 @@ def build_training(config: dict[str, Any], total_steps: int) -> Training:
     """The training network (with adapters for a LoRA run), the optimizer and the compiled step."""
     from glm_core.lora import apply_lora
     from glm_train.network import GLMForTraining
+    from glm_train.strategies import shard_network
     from glm_train.train_step import LossScaleSettings, TrainStep, WarmupPolynomialDecay, make_optimizer
 
     glm_config = model_config(config)
     network = GLMForTraining(glm_config)
+    shard_network(network, config["parallel_config"])  # model-parallel strategies; nothing outside semi-auto
     lora = lora_config(config)
     if config["load_checkpoint"]:
         load_base_weights(network, config["load_checkpoint"])
@@ -261,14 +263,18 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     """
     import mindspore as ms
 
+    from glm_train.distributed import data_slice
+
     ms.set_seed(config["seed"])
     dataset = config["train_dataset"]
     if not dataset["data_loader"]["dataset_dir"]:
         raise RunConfigError("no training data: give --train_dataset_dir (or train_dataset.data_loader.dataset_dir)")
     input_ids, labels = read_train_records(dataset["data_loader"]["dataset_dir"])
     runner = config["runner_config"]
-    order = BatchOrder(len(input_ids), runner["batch_size"], runner["gradient_accumulation_steps"],
-                       dataset["data_loader"]["shuffle"], config["seed"], rank, ranks)
+    micro_batch, data_rank, data_ranks = data_slice(rank, ranks, runner["batch_size"],
+                                                    config["parallel_config"]["data_parallel"])
+    order = BatchOrder(len(input_ids), micro_batch, runner["gradient_accumulation_steps"],
+                       dataset["data_loader"]["shuffle"], config["seed"], data_rank, data_ranks)
     total_steps = order.steps_per_epoch * runner["epochs"]
     callback = checkpoint_callback(config)
     directory = ckpt.checkpoint_dir(config["output_dir"], rank)
