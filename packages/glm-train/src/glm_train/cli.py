@@ -47,11 +47,11 @@ def build_run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS = ("merge-lora", "launch", "hccl-table", "merge-hccl", "merge")
+SUBCOMMANDS = ("merge-lora", "launch", "hccl-table", "merge-hccl", "merge", "compare")
 
 
 def _subcommands() -> dict:
-    from glm_train import launch, merge_checkpoints, merge_lora, rank_table
+    from glm_train import compare, launch, merge_checkpoints, merge_lora, rank_table
 
     return {"merge-lora": (merge_lora.add_merge_lora_arguments, merge_lora.run_merge_lora,
                            "fold a LoRA adapter checkpoint into its base checkpoint"),
@@ -63,7 +63,9 @@ def _subcommands() -> dict:
             "merge-hccl": (rank_table.add_merge_hccl_arguments, rank_table.run_merge_hccl,
                            "join single-server rank tables into one for a multi-server run"),
             "merge": (merge_checkpoints.add_merge_arguments, merge_checkpoints.run_merge,
-                      "merge a distributed run's per-rank checkpoints into one (or split one for a strategy)")}
+                      "merge a distributed run's per-rank checkpoints into one (or split one for a strategy)"),
+            "compare": (compare.add_compare_arguments, compare.run_compare,
+                        "eval runs side by side: scores, and answers beside their references")}
 
 
 def _interrupt_on_sigterm() -> None:
