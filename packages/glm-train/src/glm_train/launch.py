@@ -89,7 +89,7 @@ def msrun_command(cluster: Cluster, worker_args: list[str]) -> list[str]:
 
 
 def _worker_pids(msrun_pid: int) -> dict[int, int]:
-    """rank → pid of msrun's worker children, from their environment (Linux /proc; empty elsewhere)."""
+    """rank → pid of msrun's glm-train worker children, from their environment (Linux /proc; empty elsewhere)."""
     found = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if not entry.name.isdigit():
@@ -99,6 +99,8 @@ def _worker_pids(msrun_pid: int) -> dict[int, int]:
             parent = int(stat.rsplit(")", 1)[1].split()[1])
             if parent != msrun_pid:
                 continue
+            if b"glm_train.cli" not in (entry / "cmdline").read_bytes():
+                continue  # msrun's 'tail -f' of a worker's log, which has the worker's environment too
             environment = dict(item.split("=", 1) for item in (entry / "environ").read_bytes().decode(
                 errors="replace").split("\0") if "=" in item)
         except (OSError, ValueError, IndexError):
