@@ -83,3 +83,21 @@ def test_float16_overflow_skips_the_update_and_halves_the_scale(golden_config, g
     assert not bool(overflow.asnumpy())
     assert np.isfinite(float(loss.asnumpy()))
     assert any((p.asnumpy() != before[p.name]).any() for p in network.trainable_params())
+
+
+def test_a_loss_window_gives_the_same_loss_and_gradients(golden_config, golden_state, golden_batch):
+    """Logits only where labels are (the answer's window) change nothing but the arithmetic saved."""
+    from glm_train.network import label_span
+
+    input_ids, labels = (ms.Tensor(array) for array in golden_batch)
+    window = label_span(golden_batch[1])
+    assert window < golden_batch[1].shape[1] - 1  # the golden records' prompts hold no label
+    results = []
+    for loss_window in (None, window):
+        network = golden_network(golden_config, golden_state)
+        network.loss_window = loss_window
+        loss, grads = ms.value_and_grad(network, None, network.trainable_params())(input_ids, labels)
+        results.append((float(loss.asnumpy()), [grad.asnumpy() for grad in grads]))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+    for whole, windowed in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(windowed, whole, rtol=1e-4, atol=1e-6)

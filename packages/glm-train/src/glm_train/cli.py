@@ -24,7 +24,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glm-train",
         description="Fine-tune, evaluate and run ChatGLM-6B on MindSpore, configured by MindFormers' YAML run "
-                    "configs. Tool subcommands (each with --help): merge-lora, launch, hccl-table, "
+                    "configs. Tool subcommands (each with --help): merge-lora, compare, launch, hccl-table, "
                     "merge-hccl, merge.",
         epilog=f"shipped configs (give the name or a path): {', '.join(shipped_configs())}")
     parser.add_argument("--config", required=True, help="a run config YAML (MindFormers' layout) or a shipped name")

@@ -289,11 +289,23 @@ def load_run_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> d
     return config
 
 
+# What a run config decides about the network even when the weights come with a config.json of their own
+RUN_KEYS = ("compute_dtype", "param_init_type", "layernorm_compute_type", "softmax_compute_type",
+            "hidden_dropout_rate", "attention_dropout_rate", "use_past")
+
+
 def model_config(config: Mapping[str, Any], source: str = "run config") -> GLMConfig:
-    """The GLMConfig of ``model.model_config`` (seq_length from ``max_source_length + max_target_length`` of
-    the training data is not inferred: the model's own ``seq_length`` bounds positions)."""
+    """The GLMConfig of the run. When ``load_checkpoint`` is a model folder, its ``config.json`` gives the
+    network's shape (as Hugging Face's ``from_pretrained`` does) and ``model.model_config`` the dtypes and
+    dropout rates (:data:`RUN_KEYS`); for a bare ``.ckpt``, ``model.model_config`` gives everything."""
+    values = dict(config["model"]["model_config"])
+    start = Path(config["load_checkpoint"]) if config.get("load_checkpoint") else None
     try:
-        return GLMConfig.from_dict(config["model"]["model_config"], source=f"{source}: model.model_config")
+        if start is not None and (start / "config.json").is_file():
+            folder = GLMConfig.from_pretrained(start).to_dict()
+            return GLMConfig.from_dict({**folder, **{key: values[key] for key in RUN_KEYS if key in values}},
+                                       source=f"{start / 'config.json'} with {source}'s model_config")
+        return GLMConfig.from_dict(values, source=f"{source}: model.model_config")
     except ValueError as error:
         raise RunConfigError(str(error)) from None
 

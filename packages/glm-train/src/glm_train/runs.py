@@ -112,36 +112,34 @@ def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = No
 
 def load_inference_model(config: dict[str, Any]):
     """The model and tokenizer an eval or predict run generates with, from ``load_checkpoint``: a model
-    folder (its own config.json), or a ``.ckpt`` read with the run config's model_config. A LoRA run's
-    checkpoint (adapters only) is merged into its base, the run's ``model.model_config.checkpoint_name_or_path``
-    or the base that the checkpoint's own run started from."""
-    from glm_core.checkpoint import load_state, read_checkpoint
-    from glm_core.config import GLMConfig
-    from glm_core.lora import is_adapter_name, merge_lora
+    folder (its own config.json), or a ``.ckpt`` (a training one too) read with the run config's
+    model_config. A LoRA run's checkpoint (adapters) is folded into its base weights, named by
+    ``model.model_config.checkpoint_name_or_path``."""
+    from glm_core.checkpoint_file import CheckpointReader
+    from glm_core.lora import is_adapter_name, load_adapter
     from glm_core.model import GLMForPreTraining
     from glm_tokenizer import ChatGLMTokenizer
     from glm_train.run_config import lora_config, model_config
-    from glm_train.trainer import find_checkpoint_file, tokenizer_files
+    from glm_train.trainer import find_checkpoint_file, load_weights, tokenizer_files
 
     if not config["load_checkpoint"]:
         raise RunConfigError(f"{config['run_mode']} needs model weights: give --load_checkpoint (a model folder "
                              "or a .ckpt)")
     start = Path(config["load_checkpoint"])
-    glm_config = GLMConfig.from_pretrained(start) if (start / "config.json").is_file() else model_config(config)
+    glm_config = model_config(config)
     file = find_checkpoint_file(start)
-    tensors = read_checkpoint(file)
-    if any(is_adapter_name(name) for name in tensors):
-        lora = lora_config(config)
-        base_path = config["model"]["model_config"].get("checkpoint_name_or_path")
-        if lora is None or not base_path:
-            raise RunConfigError(f"{file} holds LoRA adapters: give the run config's pet_config and the base "
-                                 "weights as model.model_config.checkpoint_name_or_path")
-        adapter = {name: value for name, value in tensors.items() if is_adapter_name(name)}
-        tensors = merge_lora(read_checkpoint(find_checkpoint_file(base_path)), adapter, lora)
-    tensors.setdefault("lm_head.weight", tensors.get("transformer.word_embeddings.embedding_table"))
+    with CheckpointReader(file) as reader:
+        holds_adapter = any(is_adapter_name(name) for name in reader.tensors)
     model = GLMForPreTraining(glm_config, inference=True)
-    names = {p.name for p in model.get_parameters()}
-    load_state(model, {name: value for name, value in tensors.items() if name in names}, source=str(file))
+    if holds_adapter:
+        base = config["model"]["model_config"].get("checkpoint_name_or_path")
+        if not base:
+            raise RunConfigError(f"{file} holds LoRA adapters: give their base weights as "
+                                 "--set model.model_config.checkpoint_name_or_path=BASE")
+        load_weights(model, base)
+        load_adapter(model, file, lora_config(config))
+    else:
+        load_weights(model, file)
     vocab = tokenizer_files(config)
     tokenizer_dir = vocab[0].parent if vocab else start if start.is_dir() else start.parent
     return model, ChatGLMTokenizer.from_pretrained(tokenizer_dir)

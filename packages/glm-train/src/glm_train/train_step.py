@@ -113,18 +113,22 @@ class TrainStep(nn.Cell):
             grads = tuple(grad + extra for grad, extra in zip(grads, more))
         if self.data_parallel is not None:  # the global batch's loss and gradients, on every rank
             loss, grads = self.data_parallel(loss, grads)
-        divisor = scale * self.micro_batches
-        grads = tuple(grad.astype(ms.float32) / divisor for grad in grads)
         loss = loss / self.micro_batches
-        finite = ms.amp.all_finite(grads)
-        overflow = ops.logical_not(finite)
+        grads = tuple(grad if grad.dtype == ms.float32 else grad.astype(ms.float32) for grad in grads)
+        # The gradients hold scale · micro_batches times the mean gradient. Unscaling and clipping are one
+        # multiply of every gradient (a copy of all of them), and none when neither is needed.
+        overflow = ops.logical_not(ms.amp.all_finite(grads))
         if self.scaled:
             overflow = self.scale_update(self.scale_sense, overflow)
-        grad_norm = ops.sqrt(ops.addn([ops.reduce_sum(ops.square(g)) for g in grads]))
+        divisor = scale * self.micro_batches
+        grad_norm = ops.sqrt(ops.addn([ops.reduce_sum(ops.square(grad)) for grad in grads]))
+        grad_norm = grad_norm / divisor
         if self.max_grad_norm is not None:
             # as MindFormers' ClipGradNorm (and torch's clip_grad_norm_): scale by max_norm / (norm + 1e-6) if < 1
-            factor = ops.minimum(self.max_grad_norm / (grad_norm + 1e-6), 1.0)
+            factor = ops.minimum(self.max_grad_norm / (grad_norm + 1e-6), 1.0) / divisor
             grads = tuple(grad * factor for grad in grads)
+        elif self.scaled or self.micro_batches > 1:
+            grads = tuple(grad / divisor for grad in grads)
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))
         return loss, overflow, scale, grad_norm

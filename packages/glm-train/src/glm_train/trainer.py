@@ -123,33 +123,35 @@ def find_checkpoint_file(path: str | os.PathLike) -> Path:
     raise TrainingError(f"load_checkpoint {path}: no such checkpoint file or model folder")
 
 
-def load_base_weights(network, path: str | os.PathLike) -> Path:
-    """Fill ``network``'s base weights from a model checkpoint (ours, MindFormers', a training one).
+def load_weights(cell, path: str | os.PathLike, skip=lambda name: False) -> Path:
+    """Fill ``cell``'s parameters (but those ``skip`` names) from a model checkpoint, tensor after tensor:
+    ours, MindFormers', or a training one, whose optimizer entries are passed over. A ``lm_head.weight`` the
+    file lacks is the tied embedding table. Returns the file read.
 
-    ``lm_head.weight`` is skipped (the head is the tied embedding table), and so are optimizer entries.
     Raises :class:`TrainingError` naming the file and the parameters it lacks or mis-shapes.
     """
     import mindspore as ms
 
     from glm_core.checkpoint import open_checkpoint
-    from glm_core.lora import is_adapter_name
+    from glm_train.network import EMBEDDING, LM_HEAD
 
     file = find_checkpoint_file(path)
-    wanted = {p.name: p for p in network.get_parameters() if not is_adapter_name(p.name)}
+    wanted = {p.name: p for p in cell.get_parameters() if not skip(p.name)}
     try:
         with open_checkpoint(file) as reader:
             stored = reader.tensors
-            missing = sorted(set(wanted) - set(stored))
-            mismatched = sorted(f"{name} {tuple(stored[name].shape)} (model {tuple(p.shape)})"
-                                for name, p in wanted.items() if name in stored
-                                and tuple(stored[name].shape) != tuple(p.shape))
+            source = {name: EMBEDDING if name == LM_HEAD and name not in stored else name for name in wanted}
+            missing = sorted(name for name, entry in source.items() if entry not in stored)
+            mismatched = sorted(f"{name} {tuple(stored[entry].shape)} (model {tuple(wanted[name].shape)})"
+                                for name, entry in source.items() if entry in stored
+                                and tuple(stored[entry].shape) != tuple(wanted[name].shape))
             if missing or mismatched:
                 problems = ([f"lacks {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}"] if missing else [])
                 problems += [f"mis-shaped {', '.join(mismatched[:4])}"] if mismatched else []
-                raise TrainingError(f"load_checkpoint {file} does not fit model.model_config: {'; '.join(problems)}")
+                raise TrainingError(f"{file} does not fit model.model_config: {'; '.join(problems)}")
             for name, parameter in wanted.items():
                 data = np.empty(parameter.shape, ms.dtype_to_nptype(parameter.dtype))
-                reader.read_into(name, data)
+                reader.read_into(source[name], data)
                 parameter.set_data(ms.Tensor.from_numpy(data))
     except (OSError, ValueError) as error:
         raise TrainingError(f"load_checkpoint {file}: {error}") from None
@@ -168,19 +170,29 @@ class Training:
     micro_batches: int
 
 
-def build_training(config: dict[str, Any], total_steps: int) -> Training:
-    """The training network (with adapters for a LoRA run), the optimizer and the compiled step."""
+def build_training(config: dict[str, Any], total_steps: int, loss_window: int | None = None) -> Training:
+    """The training network (with adapters for a LoRA run), the optimizer and the compiled step.
+
+    ``loss_window``: logits only for that many positions from each row's first label (see
+    :class:`glm_train.network.GLMForTraining`). With ``recompute_config.recompute`` each block's activations
+    are recomputed in the backward pass instead of kept.
+    """
     from glm_core.lora import apply_lora
     from glm_train.network import GLMForTraining
     from glm_train.strategies import shard_network
     from glm_train.train_step import LossScaleSettings, TrainStep, WarmupPolynomialDecay, make_optimizer
 
     glm_config = model_config(config)
-    network = GLMForTraining(glm_config)
+    network = GLMForTraining(glm_config, loss_window)
+    if config["recompute_config"]["recompute"]:
+        for block in network.transformer.layers:
+            block.recompute()
     shard_network(network, config["parallel_config"])  # model-parallel strategies; nothing outside semi-auto
     lora = lora_config(config)
     if config["load_checkpoint"]:
-        load_base_weights(network, config["load_checkpoint"])
+        from glm_core.lora import is_adapter_name
+
+        load_weights(network, config["load_checkpoint"], skip=is_adapter_name)
     elif lora is not None:
         raise RunConfigError("a LoRA run (model.model_config.pet_config) needs base weights: give --load_checkpoint")
     if lora is not None:
@@ -204,6 +216,7 @@ def build_training(config: dict[str, Any], total_steps: int) -> Training:
     micro_batches = config["runner_config"]["gradient_accumulation_steps"]
     step = TrainStep(network, optimizer, micro_batches,
                      wrapper["max_grad_norm"] if wrapper["use_clip_grad"] else None, loss_scale)
+    step.set_train(True)  # dropout on (LoRA's adapter dropout; the configs' other rates are 0)
     return Training(network, step, schedule, lora, config["runner_config"]["batch_size"], micro_batches)
 
 
@@ -287,7 +300,9 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     elif ckpt.list_checkpoints(directory, callback["prefix"]):
         raise TrainingError(f"{directory} already holds checkpoints of prefix {callback['prefix']!r} from an "
                             "earlier run: continue it with --resume, or choose another --output_dir")
-    training = build_training(config, total_steps)
+    from glm_train.network import label_span
+
+    training = build_training(config, total_steps, label_span(labels))
     if resume_from is not None:
         tensors, state, _, _ = ckpt.load_training_checkpoint(resume_from)
         restore(training, tensors, resume_from)
