@@ -55,10 +55,13 @@ def set_context(config: dict[str, Any]) -> None:
 
     context = config["context"]
     target = context["device_target"]
-    ms.set_context(mode=ms.GRAPH_MODE if context["mode"] == 0 else ms.PYNATIVE_MODE, device_target=target,
-                   max_call_depth=context["max_call_depth"])
-    if target != "CPU":
-        ms.set_context(device_id=context["device_id"], max_device_memory=context["max_device_memory"])
+    ms.set_context(mode=ms.GRAPH_MODE if context["mode"] == 0 else ms.PYNATIVE_MODE)
+    ms.set_recursion_limit(context["max_call_depth"])
+    if target == "CPU":
+        ms.set_device("CPU")
+    else:
+        ms.set_device(target, context["device_id"])
+        ms.runtime.set_memory(max_size=context["max_device_memory"])
 
 
 def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = None, progress: bool = True) -> int:
