@@ -1,10 +1,11 @@
-"""The shape table computed from a config equals the shapes of glm-core's model and of the real checkpoint."""
+"""The shape tables of glm_core.names (which glm-convert checks weights against) equal the shapes of glm-core's
+model and of the real checkpoint."""
 
 import numpy as np
 
-from glm_convert.layout import hf_weight_shapes, inv_freq, mindspore_weight_shapes
 from glm_core import GLMConfig, GLMForPreTraining
 from glm_core.checkpoint import expected_shapes
+from glm_core.names import hf_weight_shapes, inv_freq, mindspore_weight_shapes, parameter_count
 
 
 def test_mindspore_shapes_match_glm_cores_model(golden_config):
@@ -28,5 +29,6 @@ def test_chatglm_6b_table_counts_6_2_billion_parameters_besides_the_tied_head():
     assert len(shapes) == 28 * 12 + 4
     untied = sum(int(np.prod(shape)) for name, shape in shapes.items() if name != "lm_head.weight")
     assert untied == 6_173_286_400  # per layer 201,379,840; embeddings 534,642,688; final layernorm 8,192
+    assert parameter_count(GLMConfig.from_name("glm_6b")) == untied + 130528 * 4096  # the head stored apart
     assert shapes["transformer.word_embeddings.embedding_table"] == (130528, 4096)
     assert shapes["transformer.layers.27.mlp.dense_4h_to_h.weight"] == (4096, 16384)

@@ -1,64 +1,21 @@
-"""The tensors of a Hugging Face ChatGLM-6B checkpoint for a given :class:`GLMConfig`, and the check
-that a set of weights has exactly those names and shapes.
+"""The check that a set of weights has exactly the names and shapes of a ChatGLM-6B checkpoint.
 
-The table is computed from the config alone (building ``GLMForPreTraining`` would allocate the whole
-model, 24 GB in float32 for the 6B shapes); a test holds it equal to the model's own parameter shapes.
+The tables themselves (Hugging Face and MindFormers names → shapes, the ``inv_freq`` buffer) live in
+:mod:`glm_core.names`, computed from the config alone (building ``GLMForPreTraining`` would allocate the
+whole model, 24 GB in float32 for the 6B shapes); they are imported here for glm-convert's modules.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from glm_convert.errors import WeightsMismatchError
 from glm_core.config import GLMConfig
-from glm_core.names import mindformers_name
+from glm_core.names import LM_HEAD, WORD_EMBEDDINGS, hf_weight_shapes, inv_freq, mindspore_weight_shapes
 
-LM_HEAD = "lm_head.weight"
-WORD_EMBEDDINGS = "transformer.word_embeddings.weight"
+__all__ = ["LM_HEAD", "SUPPORTED_DTYPES", "WORD_EMBEDDINGS", "check_weights", "hf_weight_shapes", "inv_freq",
+           "mindspore_weight_shapes"]
+
 SUPPORTED_DTYPES = ("float16", "float32")
 _SHOWN_PER_PROBLEM = 20  # names listed per kind of problem before "... and N more"
-
-
-def hf_weight_shapes(config: GLMConfig) -> dict[str, tuple[int, ...]]:
-    """Hugging Face name → shape of every tensor of ``THUDM/chatglm-6b``'s checkpoint, in its order.
-
-    Includes each layer's ``attention.rotary_emb.inv_freq`` buffer, which the MindSpore checkpoint drops.
-    """
-    hidden, inner, vocab = config.hidden_size, config.inner_hidden_size, config.vocab_size
-    shapes: dict[str, tuple[int, ...]] = {WORD_EMBEDDINGS: (vocab, hidden)}
-    for layer in range(config.num_layers):
-        prefix = f"transformer.layers.{layer}."
-        shapes.update({
-            prefix + "input_layernorm.weight": (hidden,),
-            prefix + "input_layernorm.bias": (hidden,),
-            prefix + "attention.rotary_emb.inv_freq": inv_freq(config).shape,
-            prefix + "attention.query_key_value.weight": (3 * hidden, hidden),
-            prefix + "attention.query_key_value.bias": (3 * hidden,),
-            prefix + "attention.dense.weight": (hidden, hidden),
-            prefix + "attention.dense.bias": (hidden,),
-            prefix + "post_attention_layernorm.weight": (hidden,),
-            prefix + "post_attention_layernorm.bias": (hidden,),
-            prefix + "mlp.dense_h_to_4h.weight": (inner, hidden),
-            prefix + "mlp.dense_h_to_4h.bias": (inner,),
-            prefix + "mlp.dense_4h_to_h.weight": (hidden, inner),
-            prefix + "mlp.dense_4h_to_h.bias": (hidden,),
-        })
-    shapes["transformer.final_layernorm.weight"] = (hidden,)
-    shapes["transformer.final_layernorm.bias"] = (hidden,)
-    shapes[LM_HEAD] = (vocab, hidden)
-    return shapes
-
-
-def mindspore_weight_shapes(config: GLMConfig) -> dict[str, tuple[int, ...]]:
-    """MindFormers checkpoint name → shape (Linear weights ``[out, in]``), in the Hugging Face order."""
-    return {mindformers_name(name): shape for name, shape in hf_weight_shapes(config).items()
-            if mindformers_name(name) is not None}
-
-
-def inv_freq(config: GLMConfig) -> np.ndarray:
-    """The ``rotary_emb.inv_freq`` buffer of the reference: ``1 / 10000^(2i/d)``, d = head_dim / 2, float16."""
-    half = config.head_dim // 2
-    return (1.0 / (10000 ** (np.arange(0, half, 2, dtype=np.float32) / half))).astype(np.float16)
 
 
 def check_weights(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],

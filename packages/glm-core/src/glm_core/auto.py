@@ -22,6 +22,7 @@ from glm_core.checkpoint import checkpoint_dtype, load_checkpoint
 from glm_core.config import CONFIG_NAME, PRESETS, GLMConfig
 from glm_core.lora import LoRAConfig, load_adapter
 from glm_core.model import skip_random_init
+from glm_core.names import parameter_count
 from glm_tokenizer import ChatGLMTokenizer
 from glm_tokenizer.tokenizer import VOCAB_FILE
 
@@ -185,17 +186,6 @@ class AutoTokenizer:
                                          "(and tokenizer_config.json)")
             return ChatGLMTokenizer.from_pretrained(path)
         return ChatGLMTokenizer.from_pretrained(locate(name_or_dir).tokenizer_dir)
-
-
-def parameter_count(config: GLMConfig) -> int:
-    """How many weights a :class:`GLMForPreTraining` of ``config`` holds (embeddings, layers, lm_head)."""
-    hidden, inner, vocab = config.hidden_size, config.inner_hidden_size, config.vocab_size
-    per_layer = (2 * 2 * hidden  # two layernorms, gamma and beta
-                 + 3 * hidden * hidden + 3 * hidden  # query_key_value
-                 + hidden * hidden + hidden  # dense
-                 + hidden * inner + inner  # dense_h_to_4h
-                 + inner * hidden + hidden)  # dense_4h_to_h
-    return vocab * hidden + config.num_layers * per_layer + 2 * hidden + vocab * hidden
 
 
 def model_info(name_or_dir: str | os.PathLike) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from glm_core.config import GLMConfig
+from glm_core.names import inv_freq
 
 MASKED_SCORE = -10000.0  # what the original writes into masked attention scores
 
@@ -115,13 +116,11 @@ class Embedding(nn.Cell):
 def rotary_tables(config: GLMConfig):
     """cos/sin tables ``[seq_length + 1, head_dim / 2]`` for one half of a head.
 
-    As the original: ``inv_freq = 1 / 10000^(2i/d)`` for the half dimension ``d``, rounded to float16
-    (the reference keeps it as a float16 buffer), angles ``p · inv_freq`` repeated twice (rotate-half).
+    As the original: angles ``p · inv_freq`` (the reference's float16 buffer, :func:`glm_core.names.inv_freq`)
+    repeated twice (rotate-half).
     """
-    half = config.head_dim // 2
-    inv_freq = (1.0 / (10000 ** (np.arange(0, half, 2, dtype=np.float32) / half))).astype(np.float16)
     positions = np.arange(config.seq_length + 1, dtype=np.float32)
-    angles = np.outer(positions, inv_freq.astype(np.float32))
+    angles = np.outer(positions, inv_freq(config).astype(np.float32))
     angles = np.concatenate([angles, angles], axis=-1)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
