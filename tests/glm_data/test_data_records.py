@@ -51,14 +51,14 @@ def test_eval_record_of_short_text_is_not_padded(tokenizer):
 
 def test_mindformers_record_shifts_labels_left_by_one(tokenizer):
     train = records.train_record(tokenizer, PROMPT, ANSWER, 8, 8)
-    record = records.mindformers_record(train, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+    record = records.mindformers_record(train, tokenizer)
     assert record["labels"].tolist() == [*train["labels"].tolist()[1:], -100]
     assert record["input_ids"].tolist() == train["input_ids"].tolist()
 
 
 def test_mindformers_record_shapes_and_dtypes(tokenizer):
     train = records.train_record(tokenizer, PROMPT, ANSWER, 8, 8)
-    record = records.mindformers_record(train, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+    record = records.mindformers_record(train, tokenizer)
     shapes = {name: (value.shape, value.dtype) for name, value in record.items()}
     assert shapes == {
         "input_ids": ((16,), np.int32),
@@ -68,32 +68,32 @@ def test_mindformers_record_shapes_and_dtypes(tokenizer):
     }
 
 
-def test_position_ids_and_mask_match_the_reference_on_an_unpadded_prompt(golden_case):
+def test_position_ids_and_mask_match_the_reference_on_an_unpadded_prompt(tokenizer, golden_case):
     # The second row of the first golden batch has no padding: "请介绍一下华为" + [gMASK] <sop>.
     case = golden_case("batch_encode")[0]
-    input_ids = np.array(case["input_ids"][1])
-    bos, gmask = int(input_ids[-1]), int(input_ids[-2])
-    assert records.position_ids(input_ids, bos, gmask).tolist() == case["position_ids"][1]
-    assert records.attention_mask(input_ids, bos).tolist() == case["attention_mask"][1][0]
+    input_ids = np.array(case["input_ids"][1], np.int32)
+    record = records.mindformers_record({"input_ids": input_ids, "labels": input_ids}, tokenizer)
+    assert record["position_ids"].tolist() == case["position_ids"][1]
+    assert record["attention_mask"].tolist() == case["attention_mask"][1]
 
 
 def test_position_ids_freeze_at_gmask_and_count_blocks_from_sop(tokenizer):
     train = records.train_record(tokenizer, [300, 301], [400, 401], 4, 5)  # 300 301 gMASK sop 400 401 eop pad pad
-    positions = records.position_ids(train["input_ids"], tokenizer.bos_token_id, tokenizer.gmask_token_id)
+    positions = records.mindformers_record(train, tokenizer)["position_ids"]
     assert positions.tolist() == [[0, 1, 2, 2, 2, 2, 2, 2, 2], [0, 0, 0, 1, 2, 3, 4, 5, 6]]
 
 
 def test_attention_mask_shows_the_whole_context_and_the_answer_causally(tokenizer):
     train = records.train_record(tokenizer, [300], [400], 3, 3)  # 300 gMASK sop 400 eop pad
-    mask = records.attention_mask(train["input_ids"], tokenizer.bos_token_id)
-    assert mask.tolist() == [
+    mask = records.mindformers_record(train, tokenizer)["attention_mask"]
+    assert mask.tolist() == [[
         [0, 0, 1, 1, 1, 1],
         [0, 0, 1, 1, 1, 1],
         [0, 0, 0, 1, 1, 1],
         [0, 0, 0, 0, 1, 1],
         [0, 0, 0, 0, 0, 1],
         [0, 0, 0, 0, 0, 0],
-    ]
+    ]]
 
 
 @pytest.mark.parametrize("columns", [("input_ids",), ("input_ids", "labels", "content")])
@@ -127,10 +127,9 @@ def test_train_records_layout_holds_for_any_lengths(tokenizer, pairs, max_source
 
 def test_mindformers_records_of_a_batch_are_its_records_one_by_one(tokenizer):
     prompts, answers = [PROMPT, [300], PROMPT[:2]], [ANSWER, ANSWER[:1], []]
-    specials = (tokenizer.bos_token_id, tokenizer.gmask_token_id)
-    batch = records.mindformers_record(records.train_records(tokenizer, prompts, answers, 8, 8), *specials)
+    batch = records.mindformers_record(records.train_records(tokenizer, prompts, answers, 8, 8), tokenizer)
     for index, (prompt, answer) in enumerate(zip(prompts, answers)):
-        one = records.mindformers_record(records.train_record(tokenizer, prompt, answer, 8, 8), *specials)
+        one = records.mindformers_record(records.train_record(tokenizer, prompt, answer, 8, 8), tokenizer)
         for name, column in one.items():
             assert batch[name][index].tolist() == column.tolist(), name
 

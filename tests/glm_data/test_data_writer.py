@@ -22,7 +22,7 @@ def sample_records(layout, tokenizer, count=5):
         ]
     batch = records.train_records(tokenizer, prompts, answers, 8, 8)
     if layout == records.MINDFORMERS:
-        batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+        batch = records.mindformers_record(batch, tokenizer)
     return [{name: column[index] for name, column in batch.items()} for index in range(count)]
 
 

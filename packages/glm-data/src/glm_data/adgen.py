@@ -364,7 +364,7 @@ class _LineEncoder:
             ]
         batch = records.train_records(tokenizer, prompt_ids, answer_ids, *lengths)
         if s.layout == records.MINDFORMERS:
-            batch = records.mindformers_record(batch, tokenizer.bos_token_id, tokenizer.gmask_token_id)
+            batch = records.mindformers_record(batch, tokenizer)
         return batch
 
     def read_line(self, line_number: int, raw: bytes):

@@ -18,6 +18,8 @@ from itertools import chain
 
 import numpy as np
 
+from glm_tokenizer import PromptLayout
+
 IGNORE_INDEX = -100
 
 TRAIN, EVAL, MINDFORMERS = "train", "eval", "mindformers"
@@ -102,40 +104,30 @@ def eval_record(
     return {"input_ids": np.array(input_ids, np.int32), "labels": labels, "content": content, "summary": summary}
 
 
-def mindformers_record(record: dict, bos_token_id: int, gmask_token_id: int) -> dict:
-    """MindFormers' four-column record from a ``train`` record, or a batch of them from a ``train_records`` batch."""
+def mindformers_record(record: dict, tokenizer) -> dict:
+    """MindFormers' four-column record from a ``train`` record, or a batch of them from a ``train_records`` batch.
+
+    ``position_ids`` and ``attention_mask`` are :class:`glm_tokenizer.PromptLayout`'s (GLM's 2D positions and
+    mask, written once there) for the ids and the ``tokenizer``'s special ids: positions count up to
+    ``[gMASK]`` and stay there from ``<sop>`` on, block positions are 0 over the context and 1, 2, … from
+    ``<sop>`` on; the context is seen by every position, the rest causally (1 = masked out).
+    """
     input_ids, labels = record["input_ids"], record["labels"]
     shifted_labels = np.full_like(labels, IGNORE_INDEX)
     shifted_labels[..., :-1] = labels[..., 1:]
+    layout = PromptLayout.of(input_ids, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                             mask_token_id=tokenizer.mask_token_id, gmask_token_id=tokenizer.gmask_token_id)
+    length = input_ids.shape[-1]
+    position_ids = layout.position_ids(0, length).astype(np.int32)  # [batch, 2, S]
+    attention_mask = layout.attention_mask(0, length, length).astype(np.int32)  # [batch, 1, S, S]
+    if input_ids.ndim == 1:  # one record, not a batch
+        position_ids, attention_mask = position_ids[0], attention_mask[0]
     return {
         "input_ids": input_ids,
         "labels": shifted_labels,
-        "position_ids": position_ids(input_ids, bos_token_id, gmask_token_id),
-        "attention_mask": attention_mask(input_ids, bos_token_id)[..., np.newaxis, :, :],
+        "position_ids": position_ids,
+        "attention_mask": attention_mask,
     }
-
-
-def position_ids(input_ids: np.ndarray, bos_token_id: int, gmask_token_id: int) -> np.ndarray:
-    """ChatGLM-6B's 2D positions, int32 ``[2, S]`` (``[batch, 2, S]`` for a batch of ``input_ids``): token
-    positions, frozen at ``[gMASK]`` from ``<sop>`` on, and block positions, 0 over the context and 1, 2, …
-    from ``<sop>`` on."""
-    input_ids = np.asarray(input_ids)
-    columns = np.arange(input_ids.shape[-1], dtype=np.int32)
-    context_lengths = _first_index(input_ids, bos_token_id)[..., np.newaxis]
-    in_answer = columns >= context_lengths
-    positions = np.where(in_answer, _first_index(input_ids, gmask_token_id)[..., np.newaxis], columns)
-    block_positions = np.where(in_answer, columns - context_lengths + 1, 0)
-    return np.stack([positions, block_positions], axis=-2).astype(np.int32)
-
-
-def attention_mask(input_ids: np.ndarray, bos_token_id: int) -> np.ndarray:
-    """ChatGLM-6B's mask, int32 ``[S, S]`` (``[batch, S, S]`` for a batch), 1 where attention is masked out:
-    the context (up to ``<sop>``) is seen by every position, the rest causally."""
-    input_ids = np.asarray(input_ids)
-    columns = np.arange(input_ids.shape[-1])
-    context_lengths = _first_index(input_ids, bos_token_id)[..., np.newaxis, np.newaxis]
-    visible = (columns <= columns[:, np.newaxis]) | (columns < context_lengths)
-    return (~visible).astype(np.int32)
 
 
 def _first_index(ids: np.ndarray, token_id: int) -> np.ndarray:
