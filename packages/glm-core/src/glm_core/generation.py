@@ -1,11 +1,14 @@
 """Incremental generation: a static KV cache, a prompt graph, a one-token graph, and sampling (gpt-fast's
 ``prefill`` / ``decode_one_token`` / ``sample``, with static shapes for MindSpore's graph mode).
 
-A :class:`Generator` holds, per batch size, one :class:`~glm_core.model.KVCache` per layer as long as the
-model's ``seq_length`` and the compiled graphs that write it, so a session compiles once per batch size and
-prompt bucket, whatever the lengths it is asked for:
-- prompts are left-padded with ``<pad>`` to a bucket (64 tokens times a power of two); padding is masked
-  and positions restart after it, so extra padding changes nothing;
+A :class:`Generator` holds, per batch size, one :class:`~glm_core.model.KVCache` per layer and the compiled
+graphs that write it, so a session compiles once per batch size and prompt bucket, whatever the lengths it is
+asked for:
+- prompts are left-padded with ``<pad>`` to a bucket (64 tokens times a power of two, at most the model's
+  ``seq_length``); padding is masked and positions restart after it, so extra padding changes nothing;
+- the cache holds ``seq_length`` tokens plus the most padding a bucket adds (:func:`cache_length`), so any
+  prompt takes its bucket whatever the number of new tokens asked for (a chat round asks for all the room
+  the model has left);
 - every row writes its new token at the same cache slot (rows are aligned by the left padding); masked
   slots cost the kernels nothing;
 - the prompt's layout (:class:`glm_tokenizer.PromptLayout`) is computed once, in numpy, and gives both
@@ -115,6 +118,7 @@ class GenerationStats:
 
     batch_size: int = 0
     prompt_length: int = 0
+    graphs_compiled: int = 0  # graphs this generation had to compile (0 once its bucket and batch size ran)
     new_tokens: int = 0  # generated tokens summed over rows, up to each row's end
     steps: int = 0  # decode steps (the first token comes from the prefill)
     compile_seconds: float = 0.0
@@ -134,7 +138,8 @@ class GenerationStats:
     def add(self, other: GenerationStats) -> None:
         """Count ``other`` (another batch's) in."""
         self.batch_size += other.batch_size
-        for name in ("new_tokens", "steps", "compile_seconds", "prefill_seconds", "decode_seconds"):
+        for name in ("new_tokens", "steps", "graphs_compiled", "compile_seconds", "prefill_seconds",
+                     "decode_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -250,6 +255,7 @@ class _BatchGraphs:
             logits = graph(*arguments).asnumpy()
             compile_seconds = time.perf_counter() - start
         self.compiled.add((tokens, mode))
+        stats.graphs_compiled += 1
         stats.compile_seconds += compile_seconds
         return logits, compile_seconds
 
@@ -267,7 +273,7 @@ class Generator:
         self.model = model
         self.uses_kernels = runs_on_kernels(model.config)
         self.kernel_network = KernelGLM(model) if self.uses_kernels else None
-        self.cache_length = model.config.seq_length
+        self.cache_length = cache_length(model.config.seq_length)
         self.stats = GenerationStats()
         self._batches: OrderedDict[int, _BatchGraphs] = OrderedDict()
 
@@ -330,7 +336,7 @@ class Generator:
         """Prefill, then one decode step per token; yields each step's tokens."""
         config = self.model.config
         batch, length = ids.shape
-        bucket = prompt_bucket(length, new_tokens, self.cache_length)
+        bucket = prompt_bucket(length, config.seq_length)
         padded = np.concatenate([np.full((batch, bucket - length), config.pad_token_id, np.int64), ids], axis=1)
         layout = PromptLayout.of(padded, pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
                                  mask_token_id=config.mask_token_id, gmask_token_id=config.gmask_token_id)
@@ -372,13 +378,19 @@ class Generator:
                         stats.compile_seconds)
 
 
-def prompt_bucket(length: int, new_tokens: int, cache_length: int) -> int:
-    """The padded length of a prompt: :data:`PROMPT_BUCKET` times a power of two, or less where the cache
-    would not hold the new tokens after it (never less than ``length``)."""
+def prompt_bucket(length: int, seq_length: int) -> int:
+    """The padded length of a prompt of ``length`` tokens: :data:`PROMPT_BUCKET` times a power of two, at most
+    ``seq_length`` (never less than ``length``)."""
     bucket = PROMPT_BUCKET
     while bucket < length:
         bucket *= 2
-    return max(length, min(bucket, cache_length - new_tokens))
+    return max(length, min(bucket, seq_length))
+
+
+def cache_length(seq_length: int) -> int:
+    """The cache slots a model of ``seq_length`` needs: a prompt padded to its bucket, then new tokens up to
+    ``seq_length`` in all; that is ``seq_length`` plus the most padding any prompt length takes."""
+    return seq_length + max(prompt_bucket(length, seq_length) - length for length in range(1, seq_length + 1))
 
 
 _GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
