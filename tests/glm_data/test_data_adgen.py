@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from glm_data import DataError, adgen, chat_prompt, read_records, records
+from glm_data import DataError, adgen, read_records, records
 from glm_data.cli import main
 
 EXAMPLE = {"content": "类型#裤*材质#牛仔布*风格#简约", "summary": "简约的牛仔裤。"}
@@ -162,17 +162,6 @@ def test_history_builds_chatglm_rounds(write_lines, convert, tokenizer):
     prompt = "[Round 0]\n问：有裤子吗\n答：有的。\n[Round 1]\n问：那裙子呢\n答："
     assert record["input_ids"].tolist() == tokenizer.encode(prompt)
     assert record["labels"].tolist() == tokenizer.encode("裙子也有。")
-
-
-def test_chat_prompt_without_history_is_the_query():
-    assert chat_prompt("你好") == "你好"
-    assert chat_prompt("你好", []) == "你好"
-
-
-def test_chat_prompt_numbers_rounds_from_zero():
-    assert chat_prompt("c", [("a", "A"), ("b", "B")]) == (
-        "[Round 0]\n问：a\n答：A\n[Round 1]\n问：b\n答：B\n[Round 2]\n问：c\n答："
-    )
 
 
 def test_empty_null_or_absent_history_keeps_the_raw_query(write_lines, convert, tokenizer):

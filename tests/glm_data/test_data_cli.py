@@ -1,8 +1,9 @@
 """The glm-data command line: help for every flag, one-line errors with exit status 2, inspect."""
 
 import pytest
+from help_text import arguments_without_description, flags_with_an_entry, listed_flags
 
-from glm_data.cli import build_parser, main
+from glm_data.cli import main
 
 GOOD = {"content": "类型#裙*颜色#蓝色", "summary": "一条蓝色的裙子。"}
 
@@ -11,22 +12,26 @@ def run(*argv):
     return main([str(arg) for arg in argv])
 
 
+def help_of(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(command, "--help")
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["adgen", "inspect"])
-def test_help_explains_every_flag(command):
-    parser = build_parser()
-    subparser = parser._subparsers._group_actions[0].choices[command]
-    for action in subparser._actions:
-        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+def test_help_explains_every_flag(command, capsys):
+    out = help_of(command, capsys)
+    assert arguments_without_description(out) == []
+    assert listed_flags(out) <= flags_with_an_entry(out)
 
 
-def test_adgen_flags_are_the_seed_scripts_and_more():
-    help_text = build_parser()._subparsers._group_actions[0].choices["adgen"].format_help()
-    for flag in (
+def test_adgen_flags_are_the_seed_scripts_and_more(capsys):
+    assert flags_with_an_entry(help_of("adgen", capsys)) >= {
         "--input_file", "--vocab_file", "--output_file", "--max_source_length", "--max_target_length", "--mode",
         "--format", "--num_splits", "--prefix", "--history_column", "--prompt_column", "--response_column",
         "--overwrite", "--workers", "--strict",
-    ):
-        assert flag in help_text
+    }
 
 
 def test_adgen_prints_the_summary(write_lines, vocab_file, tmp_path, capsys):

@@ -30,10 +30,6 @@ def test_train_and_dev_differ():
     assert train[:10] != dev[:10]
 
 
-def test_readme_says_the_sample_is_synthetic():
-    assert "**These files are synthetic.**" in (SAMPLE_DIR / "README.md").read_text(encoding="utf-8")
-
-
 def test_unknown_split_is_an_error():
     with pytest.raises(ValueError, match="unknown sample split 'test'"):
         sample_file("test")

@@ -90,13 +90,6 @@ def test_decode_of_any_ids_returns_text(tokenizer, ids):
     assert isinstance(tokenizer.decode(ids), str)
 
 
-@given(text=any_text)
-@property_settings
-def test_the_direct_id_encoder_equals_sentencepieces_encode(sentencepiece, text):
-    assume(not any(0xD800 <= ord(c) <= 0xDFFF for c in text))
-    assert _direct_id_encoder(sentencepiece)(text) == sentencepiece.encode(text)
-
-
 def test_without_the_binding_the_public_encode_is_used():
     class OlderSentencePiece:
         def encode(self, text):
