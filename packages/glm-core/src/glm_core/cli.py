@@ -1,7 +1,7 @@
-"""The ``glm`` command: ``glm chat``, ``glm generate`` and ``glm info`` over a model folder or name.
+"""The ``glm`` command: ``glm chat``, ``glm generate``, ``glm info`` and ``glm serve`` over a model folder or name.
 
 Each subcommand parses its flags and calls the function the Python API uses: ``interactive_chat``,
-``generate_texts`` and ``model_info``; the sampling flags override the model folder's
+``generate_texts``, ``model_info`` and ``glm_core.serve.serve``; the sampling flags override the model folder's
 ``generation_config.json``. Errors print one line (``glm: error: …``) unless ``--debug``: exit status 2 for
 bad input (flags, files, lengths), 1 for anything else.
 """
@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+API_KEY_ENV = "GLM_API_KEY"  # glm serve's API key when --api-key is not given
 MODEL_HELP = ("a model folder (config.json, one .ckpt, ice_text.model, tokenizer_config.json) or a name, "
               "glm_6b or glm_6b_chat, looked up under $GLM_HOME (default ./checkpoint_download/glm)")
 
@@ -33,6 +34,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
     return value
 
 
@@ -97,6 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                           help="prompts generated together (default: %(default)s)")
     add_sampling_defaults(generate, top_p=1.0, temperature=1.0, do_sample=False)
+
+    serve = commands.add_parser(
+        "serve", parents=[common, sampling], help="serve an OpenAI-compatible HTTP API and a chat page",
+        description="Serve the model over HTTP: OpenAI's POST /v1/chat/completions and /v1/completions "
+                    "(streamed with stream: true), GET /v1/models, GET /health, and a chat page at /. Requests "
+                    "queue for the model, one generation at a time. The sampling flags set the defaults that a "
+                    "request's own parameters override. Needs the serve extra: pip install 'glm-core[serve]'.")
+    serve.add_argument("model", help=MODEL_HELP)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; 0.0.0.0 opens it to the network (default: %(default)s)")
+    serve.add_argument("--port", type=port_number, default=8000,
+                       help="TCP port; 0 takes a free one and prints it (default: %(default)s)")
+    serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None, metavar="KEY",
+                       help=f"require 'Authorization: Bearer KEY' on /v1/ requests (default: ${API_KEY_ENV}, "
+                            "else no key)")
+    serve.add_argument("--model-name", metavar="NAME",
+                       help="the model id that /v1/models lists and responses carry (default: the folder's name)")
+    serve.add_argument("--max-queue", type=positive_int, metavar="N",
+                       help="requests that may wait for the model; more get HTTP 503 (default: 64)")
+    add_sampling_defaults(serve, top_p=0.7, temperature=0.95, do_sample=True)
 
     info = commands.add_parser(
         "info", parents=[common], help="show a model's files, config, size and versions",
@@ -236,7 +268,20 @@ def run_info(args: argparse.Namespace) -> None:
             print(f"{key}: {value}")
 
 
-COMMANDS = {"chat": run_chat, "generate": run_generate, "info": run_info}
+def run_serve(args: argparse.Namespace) -> None:
+    from glm_core.chat import CHAT_GENERATION
+
+    try:
+        from glm_core.serve import serve
+    except ImportError as error:
+        raise RuntimeError(f"glm serve needs the serve extra ({error.name} is missing): "
+                           "pip install 'glm-core[serve]'") from None
+    queue = {"max_queue": args.max_queue} if args.max_queue is not None else {}
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
+          generation_config=_generation_config(args, CHAT_GENERATION), **queue)
+
+
+COMMANDS = {"chat": run_chat, "generate": run_generate, "info": run_info, "serve": run_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
