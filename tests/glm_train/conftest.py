@@ -79,3 +79,24 @@ def golden_model_dir(golden_hf_dir, golden_state, tmp_path_factory) -> Path:
     for name in ("ice_text.model", "tokenizer_config.json"):
         shutil.copy(golden_hf_dir / name, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def make_train_file(golden_hf_dir, adgen_train_lines, tmp_path_factory):
+    """``make_train_file(records)``: training records (32 + 32 tokens, the golden tokenizer) of the sample's
+    first ``records`` lines, written once per size."""
+    from glm_data import adgen_to_mindrecord
+
+    made = {}
+
+    def make(records: int) -> Path:
+        if records not in made:
+            folder = tmp_path_factory.mktemp(f"train_{records}")
+            lines = folder / "train.json"
+            lines.write_text("".join(adgen_train_lines[:records]), encoding="utf-8")
+            made[records] = folder / "train.mindrecord"
+            adgen_to_mindrecord(lines, golden_hf_dir / "ice_text.model", made[records], max_source_length=32,
+                                max_target_length=32)
+        return made[records]
+
+    return make

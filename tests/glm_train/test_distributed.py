@@ -15,8 +15,6 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_data import adgen_to_mindrecord
-
 pytestmark = pytest.mark.slow
 
 RECORDS, GLOBAL_BATCH, EVERY = 32, 8, 2
@@ -25,13 +23,8 @@ LOSS_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def train_file(golden_hf_dir, adgen_train_lines, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("distributed_data")
-    lines = folder / "train.json"
-    lines.write_text("".join(adgen_train_lines[:RECORDS]), encoding="utf-8")
-    path = folder / "train.mindrecord"
-    adgen_to_mindrecord(lines, golden_hf_dir / "ice_text.model", path, max_source_length=32, max_target_length=32)
-    return path
+def train_file(make_train_file):
+    return make_train_file(RECORDS)
 
 
 def run_flags(model_dir, train_file, output_dir, batch_size):

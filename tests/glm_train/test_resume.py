@@ -16,21 +16,14 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_data import adgen_to_mindrecord
-
 pytestmark = pytest.mark.slow
 
 STEPS, EVERY, BATCH = 20, 10, 4
 
 
 @pytest.fixture(scope="module")
-def train_file(golden_hf_dir, adgen_train_lines, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("resume_data")
-    lines = folder / "train.json"
-    lines.write_text("".join(adgen_train_lines[:STEPS * BATCH]), encoding="utf-8")
-    path = folder / "train.mindrecord"
-    adgen_to_mindrecord(lines, golden_hf_dir / "ice_text.model", path, max_source_length=32, max_target_length=32)
-    return path
+def train_file(make_train_file):
+    return make_train_file(STEPS * BATCH)
 
 
 def command(model_dir, train_file, output_dir, *extra):

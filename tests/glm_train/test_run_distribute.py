@@ -9,8 +9,6 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_data import adgen_to_mindrecord
-
 SCRIPT = Path(__file__).parents[2] / "scripts" / "run_distribute.sh"
 
 
@@ -20,13 +18,8 @@ def run_script(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def train_file(golden_hf_dir, adgen_train_lines, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run_distribute_data")
-    lines = folder / "train.json"
-    lines.write_text("".join(adgen_train_lines[:16]), encoding="utf-8")
-    path = folder / "train.mindrecord"
-    adgen_to_mindrecord(lines, golden_hf_dir / "ice_text.model", path, max_source_length=32, max_target_length=32)
-    return path
+def train_file(make_train_file):
+    return make_train_file(16)
 
 
 @pytest.mark.slow

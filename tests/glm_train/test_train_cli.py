@@ -8,18 +8,12 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_data import adgen_to_mindrecord
 from glm_train.checkpoints import load_training_checkpoint
 
 
 @pytest.fixture(scope="module")
-def small_train_file(golden_hf_dir, adgen_train_lines, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli_data")
-    lines = folder / "train.json"
-    lines.write_text("".join(adgen_train_lines[:32]), encoding="utf-8")
-    path = folder / "train.mindrecord"
-    adgen_to_mindrecord(lines, golden_hf_dir / "ice_text.model", path, max_source_length=32, max_target_length=32)
-    return path
+def small_train_file(make_train_file):
+    return make_train_file(32)
 
 
 def glm_train(*args):
