@@ -277,6 +277,7 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     import mindspore as ms
 
     from glm_train.distributed import data_slice
+    from glm_train.network import label_span
 
     ms.set_seed(config["seed"])
     dataset = config["train_dataset"]
@@ -300,8 +301,6 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     elif ckpt.list_checkpoints(directory, callback["prefix"]):
         raise TrainingError(f"{directory} already holds checkpoints of prefix {callback['prefix']!r} from an "
                             "earlier run: continue it with --resume, or choose another --output_dir")
-    from glm_train.network import label_span
-
     training = build_training(config, total_steps, label_span(labels))
     if resume_from is not None:
         tensors, state, _, _ = ckpt.load_training_checkpoint(resume_from)
@@ -313,32 +312,18 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     directory.mkdir(parents=True, exist_ok=True)
     history = _truncate_log(log_file, state.step)
     result = TrainResult(steps=state.step, log_file=log_file, optimizer_state_bytes=optimizer_state_bytes(training))
-    tokens_per_step = order.global_batch * input_ids.shape[1]
     bar = _progress_bar(total_steps, state.step, progress)
     started = time.perf_counter()
     try:
         with open(log_file, "a", encoding="utf-8") as log:
             while state.step < total_steps:
                 indices = order.indices(state.epoch, state.batches_done)
-                step_start = time.perf_counter()
-                loss, overflow, scale, grad_norm = training.step(ms.Tensor(input_ids[indices]),
-                                                                 ms.Tensor(labels[indices]))
-                loss_value = float(loss.asnumpy())
-                seconds = time.perf_counter() - step_start
-                learning_rate = training.schedule.at(state.step)
-                state.step += 1
-                state.batches_done += 1
-                if state.batches_done == order.steps_per_epoch:
-                    state.epoch, state.batches_done = state.epoch + 1, 0
-                record = {"step": state.step, "epoch": state.epoch, "loss": loss_value,
-                          "learning_rate": learning_rate, "loss_scale": float(scale.asnumpy()),
-                          "grad_norm": float(grad_norm.asnumpy()), "overflow": bool(overflow.asnumpy()),
-                          "step_seconds": round(seconds, 4), "tokens_per_second": round(tokens_per_step / seconds, 1)}
+                record = run_step(training, state, order, input_ids[indices], labels[indices])
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 history.append(record)
-                result.losses.append(loss_value)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{learning_rate:.2e}",
+                result.losses.append(record["loss"])
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}",
                                 tok_s=f"{record['tokens_per_second']:.0f}", refresh=False)
                 bar.update(1)
                 every = callback["save_checkpoint_steps"]
@@ -350,12 +335,32 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     finally:
         bar.close()
     result.steps = state.step
-    logger.info("trained %d steps in %.1fs", total_steps - (result.steps - len(result.losses)),
-                time.perf_counter() - started)
+    logger.info("trained %d steps in %.1fs", len(result.losses), time.perf_counter() - started)
     result.curve_file = write_loss_curve(history, directory / CURVE_NAME)
     if rank == 0:
         result.model_dir = export_model(training, config, Path(config["output_dir"]) / MODEL_DIR)
     return result
+
+
+def run_step(training: Training, state: ckpt.TrainingState, order: BatchOrder, input_ids: np.ndarray,
+             labels: np.ndarray) -> dict[str, Any]:
+    """One optimizer step on ``[micro_batches, batch, seq]`` records; advances ``state``; returns the log record."""
+    import mindspore as ms
+
+    start = time.perf_counter()
+    loss, overflow, scale, grad_norm = training.step(ms.Tensor(input_ids), ms.Tensor(labels))
+    loss_value = float(loss.asnumpy())
+    seconds = time.perf_counter() - start
+    learning_rate = training.schedule.at(state.step)
+    state.step += 1
+    state.batches_done += 1
+    if state.batches_done == order.steps_per_epoch:
+        state.epoch, state.batches_done = state.epoch + 1, 0
+    tokens = order.global_batch * input_ids.shape[-1]
+    return {"step": state.step, "epoch": state.epoch, "loss": loss_value, "learning_rate": learning_rate,
+            "loss_scale": float(scale.asnumpy()), "grad_norm": float(grad_norm.asnumpy()),
+            "overflow": bool(overflow.asnumpy()), "step_seconds": round(seconds, 4),
+            "tokens_per_second": round(tokens / seconds, 1)}
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
