@@ -160,6 +160,8 @@ class TextStream:
         return self._advance(self.text)
 
     def _advance(self, stable: str) -> str:
+        if self.sent.startswith(stable):  # nothing new (the text may shrink: [[训练时间]] becomes 2023年)
+            return ""
         if not stable.startswith(self.sent):
             # Cannot happen within the held-back tail (process_response rewrites the last character or a
             # complete [[训练时间]]; a stop string is cut where it starts, past what was handed out). Should
