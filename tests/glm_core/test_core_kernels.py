@@ -235,7 +235,7 @@ def test_generation_runs_on_the_kernels_only_with_every_dtype_float32(field):
 def test_layer_operator_inputs_are_the_librarys_by_name():
     """kernels/layer.cc names its inputs; layer_operator refuses a library whose list differs."""
     assert kernels.layer_operator() is not None
-    assert kernels.LAYER_INPUTS[:3] == ("x", "position_ids", "mask") and len(kernels.LAYER_INPUTS) == 21
+    assert kernels.LAYER_INPUTS[:3] == ("x", "position_ids", "mask") and len(kernels.LAYER_INPUTS) == 25
 
 
 def test_without_a_compiler_the_model_falls_back_to_matmul_with_a_warning(monkeypatch, caplog):

@@ -18,11 +18,13 @@ from typing import Any
 
 from glm_core.__about__ import __version__
 from glm_core.chat import GLMChatModel
-from glm_core.checkpoint import checkpoint_dtype, load_checkpoint
+from glm_core.checkpoint import checkpoint_dtype, load_checkpoint, open_checkpoint
 from glm_core.config import CONFIG_NAME, PRESETS, GLMConfig
 from glm_core.lora import LoRAConfig, load_adapter
 from glm_core.model import skip_random_init
 from glm_core.names import parameter_count
+from glm_core.quantize import DEFAULT_GROUP_SIZE, storage_of_bits
+from glm_core.quantized_model import checkpoint_storage, prepare_for_checkpoint
 from glm_tokenizer import ChatGLMTokenizer
 from glm_tokenizer.tokenizer import VOCAB_FILE
 
@@ -140,7 +142,9 @@ class AutoModel:
 
     @staticmethod
     def from_pretrained(name_or_dir: str | os.PathLike, *, adapter: str | os.PathLike | None = None,
-                        lora_config: LoRAConfig | None = None, **overrides: Any) -> GLMChatModel:
+                        lora_config: LoRAConfig | None = None, quantization_bit: int | None = None,
+                        weight_storage: str | None = None, group_size: int | None = None,
+                        **overrides: Any) -> GLMChatModel:
         """Build the inference model from a folder or name and load its checkpoint.
 
         ``adapter``: a LoRA adapter checkpoint to fold into the loaded weights (:func:`glm_core.lora.load_adapter`;
@@ -151,10 +155,31 @@ class AutoModel:
         (e.g. ``compute_dtype="float16"``). The model is built without random weights and the checkpoint
         streamed into it, so memory holds the weights once.
 
-        Raises :class:`ModelNotFoundError` for missing files, ``ValueError`` for an unreadable checkpoint
-        and ``CheckpointMismatchError`` for one that does not fit the config.
+        ``quantization_bit`` 8 or 4 (the original's argument), or ``weight_storage`` ``"float16"``, ``"int8"``
+        or ``"int4"`` (``group_size`` inputs per int4 scale): the Linear weights are stored so for the CPU
+        kernels, after loading and folding any adapter (:meth:`~glm_core.model.GLMForPreTraining.quantize`). A
+        quantized checkpoint (``glm-convert hf-to-ms --quantize``) loads as it is stored, without a float copy.
+
+        Raises :class:`ModelNotFoundError` for missing files, ``ValueError`` for an unreadable checkpoint, a
+        storage other than a quantized checkpoint's or an adapter on one, and ``CheckpointMismatchError`` for
+        one that does not fit the config.
         """
         files = locate(name_or_dir)
+        storage = storage_of_bits(quantization_bit) if quantization_bit is not None else weight_storage
+        stored = stored_storage(files.checkpoint, files.config)
+        if stored is not None:
+            if storage is not None and storage != stored[0]:
+                raise ValueError(f"{files.checkpoint} holds {stored[0]} weights; it cannot be loaded as {storage} "
+                                 "(convert the original checkpoint again for another storage)")
+            if adapter is not None:
+                raise ValueError(f"{files.checkpoint} holds {stored[0]} weights; fold a LoRA adapter into the "
+                                 "unquantized checkpoint, then quantize")
+            config = dataclasses.replace(files.config, **{**overrides, "param_init_type": "float32"})
+            with skip_random_init():
+                model = GLMChatModel(config)
+            prepare_for_checkpoint(model, *stored)
+            load_checkpoint(model, files.checkpoint)
+            return model
         overrides.setdefault("param_init_type", checkpoint_dtype(files.checkpoint))
         config = dataclasses.replace(files.config, **overrides)
         with skip_random_init():
@@ -162,6 +187,8 @@ class AutoModel:
         load_checkpoint(model, files.checkpoint)
         if adapter is not None:
             load_adapter(model, adapter, lora_config)
+        if storage is not None and storage != "float32":
+            model.quantize(storage, group_size or DEFAULT_GROUP_SIZE)
         return model
 
     @staticmethod
@@ -188,8 +215,33 @@ class AutoTokenizer:
         return ChatGLMTokenizer.from_pretrained(locate(name_or_dir).tokenizer_dir)
 
 
+def stored_storage(checkpoint: Path, config: GLMConfig) -> tuple[str, int | None] | None:
+    """How a checkpoint stores its Linears, read from its headers: ``(storage, int4 group size or None)`` for a
+    quantized one (float16 Linears beside float32 layernorms included), None for a plain one.
+
+    Raises like :func:`glm_core.checkpoint.open_checkpoint`, and ``ValueError`` for Linears in no known storage.
+    """
+    with open_checkpoint(checkpoint) as reader:
+        dtypes = {name: tensor.stored_dtype.name for name, tensor in reader.tensors.items()
+                  if tensor.stored_dtype is not None}
+        shapes = {name: tensor.shape for name, tensor in reader.tensors.items()}
+    try:
+        return checkpoint_storage(dtypes, shapes, config.hidden_size)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint}: {error}") from None
+
+
+def decode_step_bytes(checkpoint: Path) -> int:
+    """Bytes of weights a decode step reads from a checkpoint's model: every tensor but the word embeddings,
+    of which a step reads one row per token."""
+    with open_checkpoint(checkpoint) as reader:
+        return sum(tensor.nbytes for name, tensor in reader.tensors.items()
+                   if not name.endswith("word_embeddings.embedding_table"))
+
+
 def model_info(name_or_dir: str | os.PathLike) -> dict[str, Any]:
-    """What ``glm info`` shows: where the files are, the config, parameter count, dtypes and versions.
+    """What ``glm info`` shows: where the files are, the config, parameter count, dtypes, how the Linears are
+    stored and the bytes of weights a decode step reads, and versions.
 
     Reads no weights. Raises :class:`ModelNotFoundError` like :func:`locate`.
     """
@@ -197,6 +249,10 @@ def model_info(name_or_dir: str | os.PathLike) -> dict[str, Any]:
 
     files = locate(name_or_dir)
     config = files.config
+    stored = stored_storage(files.checkpoint, config)
+    storage = stored[0] if stored is not None else checkpoint_dtype(files.checkpoint)
+    if stored is not None and stored[1] is not None:
+        storage = f"{storage} (groups of {stored[1]})"
     return {
         "model": str(name_or_dir),
         "config_file": str(files.config_file) if files.config_file else f"preset {name_or_dir}",
@@ -205,6 +261,8 @@ def model_info(name_or_dir: str | os.PathLike) -> dict[str, Any]:
         "tokenizer": str(files.tokenizer_dir / VOCAB_FILE),
         "parameters": parameter_count(config),
         "param_dtype": config.param_init_type,
+        "weight_storage": storage,
+        "decode_step_bytes": decode_step_bytes(files.checkpoint),
         "compute_dtype": config.compute_dtype,
         "glm_core_version": __version__,
         "mindspore_version": mindspore.__version__,

@@ -128,7 +128,8 @@ def load_checkpoint(model: GLMForPreTraining, path: str | os.PathLike) -> None:
     """
     with open_checkpoint(path) as reader:
         shapes = {name: tensor.shape for name, tensor in reader.tensors.items()}
-        unreadable = {name: tensor.tensor_type for name, tensor in reader.tensors.items() if tensor.dtype is None}
+        unreadable = {name: tensor.tensor_type for name, tensor in reader.tensors.items()
+                      if tensor.stored_dtype is None}
         for name in reader.unsupported:
             shapes[name], unreadable[name] = (), "a map tensor"
         check_compatible(model, shapes, str(path), unreadable)

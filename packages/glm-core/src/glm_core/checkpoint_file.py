@@ -32,6 +32,10 @@ import numpy as np
 
 TENSOR_TYPES = {"float16": "Float16", "float32": "Float32"}  # numpy dtype → MindSpore tensor_type
 NUMPY_DTYPES = {name: np.dtype(dtype) for dtype, name in TENSOR_TYPES.items()}
+# The integer tensors of quantized checkpoints (glm_core.quantize: int8 values, int4 values two to a uint8),
+# read and written as they are, never cast.
+QUANTIZED_TENSOR_TYPES = {"int8": "Int8", "uint8": "UInt8"}
+STORED_DTYPES = {**NUMPY_DTYPES, **{name: np.dtype(dtype) for dtype, name in QUANTIZED_TENSOR_TYPES.items()}}
 SLICE_BYTES = 512 * 1024 * 1024  # MindSpore's largest tensor_content per entry
 _CONVERSION_BYTES = 64 * 1024 * 1024  # dtype conversions run on pieces this size, not whole tensors
 _CRC_TRAILER = 17  # b"crc_num" + 10-byte CRC that save_checkpoint(crc_check=True) appends
@@ -87,20 +91,23 @@ class CheckpointWriter:
         self._file.close()
 
     def add(self, name: str, array: np.ndarray, dtype: np.dtype | None = None) -> None:
-        """Write ``array`` (any layout; float16 or float32) as tensor ``name``, cast to ``dtype`` if given.
+        """Write ``array`` (any layout; float16 or float32, or a quantized model's int8 or uint8) as tensor
+        ``name``, cast to ``dtype`` if given (floats only).
 
         Reads ``array`` piece by piece, so a memory-mapped source is never copied whole.
         """
         target = np.dtype(dtype or array.dtype)
-        if target.name not in TENSOR_TYPES:
-            raise ValueError(f"{name}: cannot write {target.name} tensors; MindSpore checkpoints here hold "
-                             f"{' or '.join(TENSOR_TYPES)}")
+        written = {**TENSOR_TYPES, **QUANTIZED_TENSOR_TYPES}
+        if target.name not in written or (target != array.dtype and target.name in QUANTIZED_TENSOR_TYPES):
+            raise ValueError(f"{name}: cannot write {array.dtype.name} tensors as {target.name}; MindSpore "
+                             f"checkpoints here hold {' or '.join(TENSOR_TYPES)} (and a quantized model's "
+                             f"{' and '.join(QUANTIZED_TENSOR_TYPES)}, as they are)")
         flat = array.reshape(-1)
         per_entry = SLICE_BYTES // target.itemsize
         per_conversion = _CONVERSION_BYTES // target.itemsize
         for start in range(0, max(flat.size, 1), per_entry):
             entry = flat[start:start + per_entry]
-            self._file.write(_entry_header(name, array.shape, TENSOR_TYPES[target.name], entry.size * target.itemsize))
+            self._file.write(_entry_header(name, array.shape, written[target.name], entry.size * target.itemsize))
             for piece_start in range(0, entry.size, per_conversion):
                 piece = np.ascontiguousarray(entry[piece_start:piece_start + per_conversion], dtype=target)
                 self._file.write(piece.data)
@@ -125,6 +132,11 @@ class StoredTensor:
     def dtype(self) -> np.dtype | None:
         """The numpy dtype, or None for a tensor type this package does not convert."""
         return NUMPY_DTYPES.get(self.tensor_type)
+
+    @property
+    def stored_dtype(self) -> np.dtype | None:
+        """The numpy dtype of the stored values, a quantized model's int8 and uint8 included; None for others."""
+        return STORED_DTYPES.get(self.tensor_type)
 
 
 class CheckpointReader:
@@ -222,9 +234,10 @@ class CheckpointReader:
                 self.tensors[name] = tensor
             previous = name
         for tensor in self.tensors.values():
-            if tensor.dtype is not None and tensor.nbytes != int(np.prod(tensor.shape)) * tensor.dtype.itemsize:
+            dtype = tensor.stored_dtype
+            if dtype is not None and tensor.nbytes != int(np.prod(tensor.shape)) * dtype.itemsize:
                 raise self._fail(f"{tensor.name} holds {tensor.nbytes} bytes, its shape {tensor.shape} needs "
-                                 f"{int(np.prod(tensor.shape)) * tensor.dtype.itemsize}")
+                                 f"{int(np.prod(tensor.shape)) * dtype.itemsize}")
 
     def _parse_value(self, start: int, end: int) -> tuple[str, StoredTensor | None]:
         name, tensor = None, None
@@ -261,13 +274,14 @@ class CheckpointReader:
     def array(self, name: str) -> np.ndarray:
         """Tensor ``name`` as a numpy array: a view of the file when stored in one piece, else a copy."""
         tensor = self.tensors[name]
-        if tensor.dtype is None:
-            raise ValueError(f"{self.path}: {name} is {tensor.tensor_type}, not one of {', '.join(NUMPY_DTYPES)}")
+        dtype = tensor.stored_dtype
+        if dtype is None:
+            raise ValueError(f"{self.path}: {name} is {tensor.tensor_type}, not one of {', '.join(STORED_DTYPES)}")
         if len(tensor.pieces) == 1:
             offset, length = tensor.pieces[0]
-            data = np.frombuffer(self._map, dtype=tensor.dtype, count=length // tensor.dtype.itemsize, offset=offset)
+            data = np.frombuffer(self._map, dtype=dtype, count=length // dtype.itemsize, offset=offset)
         else:
-            data = np.empty(tensor.nbytes // tensor.dtype.itemsize, tensor.dtype)
+            data = np.empty(tensor.nbytes // dtype.itemsize, dtype)
             raw, filled = data.view(np.uint8), 0
             for offset, length in tensor.pieces:
                 raw[filled:filled + length] = np.frombuffer(self._map, np.uint8, length, offset)
@@ -276,7 +290,8 @@ class CheckpointReader:
 
     def read_into(self, name: str, out: np.ndarray) -> None:
         """Read tensor ``name`` into ``out``, a C-contiguous float16 or float32 array of its shape, casting
-        when ``out``'s dtype is not the stored one.
+        when ``out``'s dtype is not the stored one (a quantized model's int8 and uint8 tensors: into an array of
+        their own dtype).
 
         Reads with plain file reads, not through the memory map: mapped pages would count in the process's
         memory beside ``out``, doubling a model load's peak. A cast runs on pieces of 64 MiB.
@@ -284,12 +299,15 @@ class CheckpointReader:
         :class:`UnreadableCheckpointError` if the file has shrunk since it was opened.
         """
         tensor = self.tensors[name]
-        if tensor.dtype is None:
-            raise ValueError(f"{self.path}: {name} is {tensor.tensor_type}, not one of {', '.join(NUMPY_DTYPES)}")
-        if tuple(out.shape) != tensor.shape or not out.flags.c_contiguous or out.dtype.name not in TENSOR_TYPES:
-            raise ValueError(f"{name}: cannot read a {tensor.shape} tensor into a {out.dtype.name} array of "
-                             f"shape {tuple(out.shape)}{'' if out.flags.c_contiguous else ' (not contiguous)'}")
-        if out.dtype == tensor.dtype:
+        if tensor.stored_dtype is None:
+            raise ValueError(f"{self.path}: {name} is {tensor.tensor_type}, not one of {', '.join(STORED_DTYPES)}")
+        castable = tensor.dtype is not None and out.dtype.name in TENSOR_TYPES
+        if (tuple(out.shape) != tensor.shape or not out.flags.c_contiguous
+                or not (castable or out.dtype == tensor.stored_dtype)):
+            raise ValueError(f"{name}: cannot read a {tensor.stored_dtype.name} {tensor.shape} tensor into a "
+                             f"{out.dtype.name} array of shape {tuple(out.shape)}"
+                             f"{'' if out.flags.c_contiguous else ' (not contiguous)'}")
+        if out.dtype == tensor.stored_dtype:
             raw, filled = out.reshape(-1).view(np.uint8), 0
             for offset, length in tensor.pieces:
                 self._read_exactly(offset, raw[filled:filled + length])

@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info", parents=[common], help="show a model's files, config, size and versions",
-        description="Show where a model's files are, its config, parameter count and dtypes, and the "
-                    "versions of glm-core and MindSpore. Reads no weights.")
+        description="Show where a model's files are, its config, parameter count and dtypes, how its Linear "
+                    "weights are stored (float32, float16, int8, int4) and the bytes of weights a decode step "
+                    "reads, and the versions of glm-core and MindSpore. Reads no weights.")
     info.add_argument("model", help=MODEL_HELP)
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
@@ -262,7 +263,7 @@ def run_info(args: argparse.Namespace) -> None:
             print("config:")
             for field, field_value in value.items():
                 print(f"  {field}: {field_value}")
-        elif key in ("parameters", "checkpoint_bytes"):
+        elif key in ("parameters", "checkpoint_bytes", "decode_step_bytes"):
             print(f"{key}: {value:,}")
         else:
             print(f"{key}: {value}")

@@ -404,6 +404,12 @@ def generator_for(model: GLMForPreTraining) -> Generator:
     return _GENERATORS[model]
 
 
+def forget_generator(model: GLMForPreTraining) -> None:
+    """Drop the :class:`Generator` kept for ``model``, if any: its graphs hold the model's weights as they were
+    (:func:`glm_core.quantized_model.quantize_model` replaces them)."""
+    _GENERATORS.pop(model, None)
+
+
 def generate(model: GLMForPreTraining, input_ids, config: GenerationConfig | None = None, *, streamer=None,
              num_pieces: int | None = None, **overrides: Any) -> np.ndarray:
     """:meth:`Generator.generate` with ``model``'s generator (see :func:`generator_for`)."""

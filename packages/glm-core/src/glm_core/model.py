@@ -339,6 +339,16 @@ class GLMForPreTraining(nn.Cell):
         self.lm_head = Linear(config.hidden_size, config.vocab_size, False, mindspore_dtype(config.param_init_type),
                               mindspore_dtype(config.compute_dtype))
 
+    def quantize(self, bits: int | str, group_size: int | None = None) -> GLMForPreTraining:
+        """Store the Linear weights in ``bits`` 8 (int8) or 4 (int4), or as ``"float16"``, for inference on
+        CPU, in place, as the original's ``model.quantize(bits)``; returns the model. See
+        :func:`glm_core.quantized_model.quantize_model`."""
+        from glm_core.quantize import DEFAULT_GROUP_SIZE, storage_of_bits
+        from glm_core.quantized_model import quantize_model
+
+        storage = bits if isinstance(bits, str) else storage_of_bits(bits)
+        return quantize_model(self, storage, group_size or DEFAULT_GROUP_SIZE)
+
     def construct(self, input_ids, position_ids=None, attention_mask=None):
         if position_ids is None or attention_mask is None:
             derived_positions, derived_mask = positions_and_mask(input_ids, self.config)

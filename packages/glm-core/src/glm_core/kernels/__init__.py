@@ -5,7 +5,8 @@ Inference models computing in float32 on CPU use them:
 - ``linear.cc`` computes ``x @ w.T (+ b)`` with ``w`` in the checkpoint layout ``[out, in]``, for every
   Linear, and what follows it in the network: the MLP's GELU, or the residual connection and the
   layernorm. It streams a decode step's weights near the memory bandwidth (MindSpore 2.10's CPU MatMul
-  reaches about 60 % of it) and sums every output in the same order for one row as for many.
+  reaches about 60 % of it) and sums every output in the same order for one row as for many. The weights
+  may be float32, float16, int8 or int4 (:mod:`glm_core.quantize`), converted to float32 in registers.
 - ``attention.cc`` computes attention over the KV cache as it lies in memory, slot-major ``[length, batch,
   heads, head_dim]``, which MindSpore's ScatterUpdate writes in place (BatchMatMul would need the cache
   transposed, a copy of all of it, on every step). Masked slots add exact zeros.
@@ -289,7 +290,9 @@ def configure_cpu_threads(threads: int | None = None) -> None:
 
 def linear_operator(gelu: bool = False):
     """A MindSpore op computing ``x @ w.T`` for float32 ``x [rows, in]``, ``w [out, in]``; ``None`` when the
-    kernel is unavailable. Its inputs say what else it does:
+    kernel is unavailable. ``w`` is float32 or float16, or quantized (:mod:`glm_core.quantize`): int8 ``[out,
+    in]`` or int4 as uint8 ``[out, in / 2]``, then followed by its float16 scales (``(x, w, scale, ...)``). Its
+    inputs say what else it does:
 
     - ``(x, w)``; ``(x, w, b)`` adds the bias ``b [out]``;
     - ``(x, w, b, r, a)`` returns ``r * a + (x @ w.T + b)`` for ``r [rows, out]`` and ``a [1]``, GLM's
@@ -345,11 +348,14 @@ def rotary_operator(heads: int, head_dim: int):
 
 # The layer operator's inputs by name, in its order (kernels/layer.cc lists them in GLM_LAYER_INPUTS and
 # layer_operator checks the two agree): the step's own inputs, then one block's tables and weights, then
-# scalars = (query scale, layer scale, alpha, layernorm epsilon). Shapes: see layer.cc.
+# scalars = (query scale, layer scale, alpha, layernorm epsilon). Each weight is followed by its scales, which
+# the operator reads for quantized weights only (float weights come with any small float16 tensor). Shapes:
+# see layer.cc.
 LAYER_STEP_INPUTS = ("x", "position_ids", "mask", "slots", "key_cache", "value_cache")
-LAYER_BLOCK_INPUTS = ("cos", "sin", "qkv_weight", "qkv_bias", "dense_weight", "dense_bias", "post_gamma",
-                      "post_beta", "h_to_4h_weight", "h_to_4h_bias", "four_h_to_h_weight", "four_h_to_h_bias",
-                      "next_gamma", "next_beta", "scalars")
+LAYER_BLOCK_INPUTS = ("cos", "sin", "qkv_weight", "qkv_weight_scale", "qkv_bias", "dense_weight",
+                      "dense_weight_scale", "dense_bias", "post_gamma", "post_beta", "h_to_4h_weight",
+                      "h_to_4h_weight_scale", "h_to_4h_bias", "four_h_to_h_weight", "four_h_to_h_weight_scale",
+                      "four_h_to_h_bias", "next_gamma", "next_beta", "scalars")
 LAYER_INPUTS = LAYER_STEP_INPUTS + LAYER_BLOCK_INPUTS
 
 

@@ -9,7 +9,8 @@
 //   context = attention of query over the cache          (attention.h)
 //   h = post_attention_layernorm(x * alpha + (context Wdense^T + b))
 //   out = next_norm(h * alpha + (gelu(h W4h^T + b) Wh^T + b))
-// Each step runs the code of the operator it replaces, so the results are those operators' bit for bit.
+// Each step runs the code of the operator it replaces, so the results are those operators' bit for bit. Each
+// weight comes with a scale input, read for quantized weights only (see linear.h's storages).
 #include "attention.h"
 #include "linear.h"
 #include "rotary.h"
@@ -21,9 +22,11 @@ namespace {
 #define GLM_LAYER_INPUTS(INPUT)                                                                              \
   INPUT(X, x) INPUT(POSITION_IDS, position_ids) INPUT(MASK, mask) INPUT(SLOTS, slots)                      \
   INPUT(KEY_CACHE, key_cache) INPUT(VALUE_CACHE, value_cache) INPUT(COS, cos) INPUT(SIN, sin)              \
-  INPUT(QKV_W, qkv_weight) INPUT(QKV_B, qkv_bias) INPUT(DENSE_W, dense_weight) INPUT(DENSE_B, dense_bias)   \
-  INPUT(POST_GAMMA, post_gamma) INPUT(POST_BETA, post_beta) INPUT(H_TO_4H_W, h_to_4h_weight)               \
-  INPUT(H_TO_4H_B, h_to_4h_bias) INPUT(FOUR_H_TO_H_W, four_h_to_h_weight) INPUT(FOUR_H_TO_H_B, four_h_to_h_bias) \
+  INPUT(QKV_W, qkv_weight) INPUT(QKV_S, qkv_weight_scale) INPUT(QKV_B, qkv_bias) INPUT(DENSE_W, dense_weight) \
+  INPUT(DENSE_S, dense_weight_scale) INPUT(DENSE_B, dense_bias) INPUT(POST_GAMMA, post_gamma)                \
+  INPUT(POST_BETA, post_beta) INPUT(H_TO_4H_W, h_to_4h_weight) INPUT(H_TO_4H_S, h_to_4h_weight_scale)       \
+  INPUT(H_TO_4H_B, h_to_4h_bias) INPUT(FOUR_H_TO_H_W, four_h_to_h_weight)                                  \
+  INPUT(FOUR_H_TO_H_S, four_h_to_h_weight_scale) INPUT(FOUR_H_TO_H_B, four_h_to_h_bias)                    \
   INPUT(NEXT_GAMMA, next_gamma) INPUT(NEXT_BETA, next_beta) INPUT(SCALARS, scalars)
 
 #define GLM_ENUM_ENTRY(name, text) name,
@@ -64,16 +67,25 @@ extern "C" const char *glm_layer_inputs() {
 
 // MindSpore's aot signature: params in the order of Param above. x [B, S, H]; position_ids [B, 2, S] int32;
 // mask [B, 1, S, L] bool (True = masked); slots [S] int32; key and value caches [L, B, heads, D], written in
-// place; the rotary tables cos and sin [P, D / 2]; the Linears' weights [out, in] and biases; the layernorms'
-// gamma and beta [H]; scalars [4] = (query scale, layer scale, alpha, layernorm epsilon); out [B, S, H].
+// place; the rotary tables cos and sin [P, D / 2]; the Linears' weights [out, in] (any storage of linear.h: int4
+// [out, in / 2]), each followed by its scales, and biases; the layernorms' gamma and beta [H]; scalars [4] = (query scale, layer scale, alpha, layernorm epsilon); out [B, S, H].
 // Returns non-zero on shapes or dtypes it cannot handle, and on a position or slot out of range.
 extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                          void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != COUNT || ndims[X] != 3 || ndims[KEY_CACHE] != 4 || ndims[QKV_W] != 2 || ndims[H_TO_4H_W] != 2)
-    return 1;
+  if (nparam != COUNT || ndims[X] != 3 || ndims[KEY_CACHE] != 4 || ndims[H_TO_4H_W] != 2) return 1;
+  const auto weight_input = [&](int weight, int scale) {
+    return glm::WeightInput{params[weight], dtypes[weight], ndims[weight], shapes[weight],
+                            params[scale],  dtypes[scale],  ndims[scale],  shapes[scale]};
+  };
+  const glm::WeightInput qkv_w = weight_input(QKV_W, QKV_S), dense_w = weight_input(DENSE_W, DENSE_S);
+  const glm::WeightInput h_to_4h_w = weight_input(H_TO_4H_W, H_TO_4H_S);
+  const glm::WeightInput four_h_to_h_w = weight_input(FOUR_H_TO_H_W, FOUR_H_TO_H_S);
   for (int i = 0; i < nparam; ++i) {
+    if (i == QKV_W || i == QKV_S || i == DENSE_W || i == DENSE_S || i == H_TO_4H_W || i == H_TO_4H_S ||
+        i == FOUR_H_TO_H_W || i == FOUR_H_TO_H_S)
+      continue;  // checked by check_storage below
     const char *expected = i == POSITION_IDS || i == SLOTS ? "int32" : i == MASK ? "bool" : "float32";
     if (std::strcmp(dtypes[i], expected) != 0) return 1;
   }
@@ -85,10 +97,10 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
       !shape_is(ndims, shapes, KEY_CACHE, {length, batch, heads, dim}) ||
       !shape_is(ndims, shapes, VALUE_CACHE, {length, batch, heads, dim}) ||
       !shape_is(ndims, shapes, COS, {table_rows, dim / 2}) || !shape_is(ndims, shapes, SIN, {table_rows, dim / 2}) ||
-      !shape_is(ndims, shapes, QKV_W, {3 * hidden, hidden}) || !shape_is(ndims, shapes, QKV_B, {3 * hidden}) ||
-      !shape_is(ndims, shapes, DENSE_W, {hidden, hidden}) || !shape_is(ndims, shapes, DENSE_B, {hidden}) ||
-      !shape_is(ndims, shapes, H_TO_4H_W, {inner, hidden}) || !shape_is(ndims, shapes, H_TO_4H_B, {inner}) ||
-      !shape_is(ndims, shapes, FOUR_H_TO_H_W, {hidden, inner}) || !shape_is(ndims, shapes, FOUR_H_TO_H_B, {hidden}) ||
+      !glm::check_storage(qkv_w, 3 * hidden, hidden) || !shape_is(ndims, shapes, QKV_B, {3 * hidden}) ||
+      !glm::check_storage(dense_w, hidden, hidden) || !shape_is(ndims, shapes, DENSE_B, {hidden}) ||
+      !glm::check_storage(h_to_4h_w, inner, hidden) || !shape_is(ndims, shapes, H_TO_4H_B, {inner}) ||
+      !glm::check_storage(four_h_to_h_w, hidden, inner) || !shape_is(ndims, shapes, FOUR_H_TO_H_B, {hidden}) ||
       !shape_is(ndims, shapes, SCALARS, {4}) || !shape_is(ndims, shapes, OUT, {batch, seq, hidden}))
     return 1;
   for (int norm : {POST_GAMMA, POST_BETA, NEXT_GAMMA, NEXT_BETA})
@@ -113,19 +125,33 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
   float *mlp_input = Scratch::at_least(scratch.mlp_input, rows * hidden);
   float *activations = Scratch::at_least(scratch.activations, rows * inner);
 
-  glm::run(glm::Product{in(X), in(QKV_W), in(QKV_B), nullptr, 0.0f, qkv, rows, hidden, 3 * hidden, false});
+  glm::with_storage(qkv_w, hidden, [&](auto weights) {
+    glm::run(glm::Product<decltype(weights)>{in(X), weights, in(QKV_B), nullptr, 0.0f, qkv, rows, hidden,
+                                             3 * hidden, false});
+    return 0;
+  });
   glm::Rotary rotary{qkv, position_ids, in(COS), in(SIN), query_scale, query, key_cache, value_cache,
                      batch, seq, heads, dim};
   rotary.slots = slots;
   glm::run(rotary);
   glm::run(glm::Attention{query, key_cache, value_cache, static_cast<const bool *>(params[MASK]), layer_scale,
                           context, batch, seq, heads, length, dim});
-  glm::run(glm::Product{context, in(DENSE_W), in(DENSE_B), in(X), alpha, mlp_input, rows, hidden, hidden, false},
-           in(POST_GAMMA), in(POST_BETA), epsilon);
-  glm::run(glm::Product{mlp_input, in(H_TO_4H_W), in(H_TO_4H_B), nullptr, 0.0f, activations, rows, hidden, inner,
-                        true});
-  glm::run(glm::Product{activations, in(FOUR_H_TO_H_W), in(FOUR_H_TO_H_B), mlp_input, alpha, out, rows, inner,
-                        hidden, false},
-           in(NEXT_GAMMA), in(NEXT_BETA), epsilon);
+  glm::with_storage(dense_w, hidden, [&](auto weights) {
+    glm::run(glm::Product<decltype(weights)>{context, weights, in(DENSE_B), in(X), alpha, mlp_input, rows, hidden,
+                                             hidden, false},
+             in(POST_GAMMA), in(POST_BETA), epsilon);
+    return 0;
+  });
+  glm::with_storage(h_to_4h_w, hidden, [&](auto weights) {
+    glm::run(glm::Product<decltype(weights)>{mlp_input, weights, in(H_TO_4H_B), nullptr, 0.0f, activations, rows,
+                                             hidden, inner, true});
+    return 0;
+  });
+  glm::with_storage(four_h_to_h_w, inner, [&](auto weights) {
+    glm::run(glm::Product<decltype(weights)>{activations, weights, in(FOUR_H_TO_H_B), mlp_input, alpha, out, rows,
+                                             inner, hidden, false},
+             in(NEXT_GAMMA), in(NEXT_BETA), epsilon);
+    return 0;
+  });
   return 0;
 }

@@ -9,6 +9,12 @@
 // bandwidth. Each weight row is streamed contiguously against x held in cache (one row after another for a
 // single row of x, OUTPUT_TILE side by side for several), and the output rows are split among threads.
 //
+// The weights may be stored in four ways (see the storages below): float32; float16; int8 with one float16
+// scale per output row; int4 with one float16 scale per group of inputs. The narrower ones are converted to
+// float32 in registers as they stream, never into a float32 array, so a step reads 1/2, 1/4 or about 1/8 of
+// the bytes. A quantized value times its scale is exact in float32 (at most 8 + 11 significant bits), so each
+// storage gives, bit for bit, what the float32 kernel gives over the dequantized matrix.
+//
 // Every output element is computed with the same arithmetic whatever the number of rows or how the work is
 // tiled and split among threads: LANES sums accumulated over K in steps of LANES, added up by a fixed
 // tree, then the K % LANES tail. So a one-token decode step gives exactly the logits of a full forward.
@@ -16,6 +22,10 @@
 
 #include <algorithm>
 #include <cmath>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "common.h"
 
@@ -68,9 +78,151 @@ void tanh_gelu(float *values, int64_t count) {
   }
 }
 
-// y [rows, n] = x [rows, k] @ w [n, k].T (+ bias [n] when given).
+// ---------------------------------------------------------------------------------------- weight storages
+// Each storage reads row j of a [n, k] weight matrix as float32 values, LANES at a time: block(j, b) prepares
+// the reading of the row's block b, inputs b * block_size() on (its scale, for the quantized ones); vector(i, v) of a block is then the LANES values from input i + v * LANES, for i at
+// the start of a STEP; at(j, i) is one value (the k % LANES tail).
+
+// A float16 as float32 (exact): with the CPU's instruction where there is one (GCC calls a library function
+// for a plain _Float16 conversion on x86).
+ALWAYS_INLINE float half_to_float(uint16_t bits) {
+#if defined(__F16C__)
+  return _cvtsh_ss(bits);
+#else
+  _Float16 half;
+  std::memcpy(&half, &bits, sizeof half);
+  return static_cast<float>(half);
+#endif
+}
+
+// LANES float16 values from p as float32: with the CPU's conversion instruction where there is one.
+ALWAYS_INLINE Lanes halves(const uint16_t *p) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<Lanes>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))));
+#elif defined(__F16C__) && !defined(__AVX512F__)
+  return reinterpret_cast<Lanes>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))));
+#else
+  Lanes values;
+  for (int lane = 0; lane < LANES; ++lane) values[lane] = half_to_float(p[lane]);
+  return values;
+#endif
+}
+
+struct Float32Weights {
+  const float *w;
+  int64_t k;
+  static constexpr int STEP = LANES, DECODE_ROWS = 1;
+
+  struct Block {
+    const float *row;
+    ALWAYS_INLINE Lanes vector(int64_t i, int) const { return load(row + i); }
+  };
+  int64_t block_size() const { return k; }
+  ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k}; }
+  ALWAYS_INLINE float at(int64_t j, int64_t i) const { return w[j * k + i]; }
+};
+
+struct Float16Weights {
+  const uint16_t *w;
+  int64_t k;
+  static constexpr int STEP = LANES, DECODE_ROWS = 1;
+
+  struct Block {
+    const uint16_t *row;
+    ALWAYS_INLINE Lanes vector(int64_t i, int) const { return halves(row + i); }
+  };
+  int64_t block_size() const { return k; }
+  ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k}; }
+  ALWAYS_INLINE float at(int64_t j, int64_t i) const { return half_to_float(w[j * k + i]); }
+};
+
+// int8 values q [n, k] and one float16 scale per row s [n]: w[j, i] = q[j, i] * s[j] (the original's quantize(8)).
+struct Int8Weights {
+  const int8_t *w;
+  const uint16_t *scale;
+  int64_t k;
+  static constexpr int STEP = LANES, DECODE_ROWS = 1;
+  typedef int8_t Bytes __attribute__((vector_size(LANES), aligned(1)));
+  typedef int32_t Ints __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+  struct Block {
+    const int8_t *row;
+    Lanes scale;
+    ALWAYS_INLINE Lanes vector(int64_t i, int) const {
+#if defined(__AVX512F__)
+      const __m512i values = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + i)));
+      return reinterpret_cast<Lanes>(_mm512_cvtepi32_ps(values)) * scale;
+#elif defined(__AVX2__)
+      const __m256i values = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(row + i)));
+      return reinterpret_cast<Lanes>(_mm256_cvtepi32_ps(values)) * scale;
+#else
+      const Ints values = __builtin_convertvector(*reinterpret_cast<const Bytes *>(row + i), Ints);
+      return __builtin_convertvector(values, Lanes) * scale;
+#endif
+    }
+  };
+  int64_t block_size() const { return k; }
+  ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k, Lanes{} + half_to_float(scale[j])}; }
+  ALWAYS_INLINE float at(int64_t j, int64_t i) const { return static_cast<float>(w[j * k + i]) * half_to_float(scale[j]); }
+};
+
+// int4 values, two to a byte [n, k / 2], and one float16 scale per group of `group` inputs [n, k / group]:
+// w[j, i] = (nibble - 8) * s[j, i / group]. Each 32 inputs are 16 bytes, byte t holding input t in its low
+// nibble and input t + 16 in its high one, so that 16 bytes widen to 16 lanes of either half alike.
+struct Int4Weights {
+  const uint8_t *w;
+  const uint16_t *scale;
+  int64_t k, group, groups;  // groups = k / group
+  static constexpr int STEP = 32, DECODE_ROWS = 4;
+  typedef uint8_t Bytes __attribute__((vector_size(LANES), aligned(1)));
+  typedef int32_t Ints __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+  struct Block {
+    const uint8_t *row;  // the row's first byte
+    Lanes scale;
+#if defined(__AVX512F__)
+    Lanes table;  // the 16 values a nibble stands for, (nibble - 8) * scale
+#endif
+    // The LANES values from input i + v * LANES: bytes (v * LANES) % 16.. of i's 32, low or high nibbles.
+    ALWAYS_INLINE Lanes vector(int64_t i, int v) const {
+      const int offset = v * LANES;
+      const uint8_t *bytes = row + i / 2 + offset % 16;
+#if defined(__AVX512F__)
+      // The permutation looks at the low 4 bits of each index: the high nibble needs the shift alone.
+      __m512i nibbles = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(bytes)));
+      if (offset >= 16) nibbles = _mm512_srli_epi32(nibbles, 4);
+      return reinterpret_cast<Lanes>(_mm512_permutexvar_ps(nibbles, reinterpret_cast<__m512>(table)));
+#else
+      Ints nibbles = __builtin_convertvector(*reinterpret_cast<const Bytes *>(bytes), Ints);
+      nibbles = offset >= 16 ? nibbles >> 4 : nibbles & 15;
+      return __builtin_convertvector(nibbles - 8, Lanes) * scale;
+#endif
+    }
+  };
+  int64_t block_size() const { return group; }
+  ALWAYS_INLINE Block block(int64_t j, int64_t b) const {
+    const float s = half_to_float(scale[j * groups + b]);
+    Block block{w + j * (k / 2), Lanes{} + s};
+#if defined(__AVX512F__)
+    Lanes values;
+    for (int lane = 0; lane < LANES; ++lane) values[lane] = static_cast<float>(lane - 8);
+    block.table = values * s;
+#endif
+    return block;
+  }
+  ALWAYS_INLINE float at(int64_t j, int64_t i) const {
+    const uint8_t byte = w[j * (k / 2) + i / 32 * 16 + i % 16];
+    const int nibble = i % 32 >= 16 ? byte >> 4 : byte & 15;
+    return static_cast<float>(nibble - 8) * half_to_float(scale[j * groups + i / group]);
+  }
+};
+
+// y [rows, n] = x [rows, k] @ w [n, k].T (+ bias [n] when given), w read through the storage W.
+template <typename W>
 struct Product {
-  const float *x, *w, *bias, *residual;
+  const float *x;
+  W weights;
+  const float *bias, *residual;
   float alpha, *y;
   int64_t rows, k, n;
   bool gelu;
@@ -82,7 +234,7 @@ struct Product {
     for (int half = LANES / 2; half >= 1; half /= 2)
       for (int i = 0; i < half; ++i) s[i] += s[i + half];
     float total = s[0];
-    for (int64_t i = k / LANES * LANES; i < k; ++i) total = __builtin_fmaf(x[r * k + i], w[j * k + i], total);
+    for (int64_t i = k / LANES * LANES; i < k; ++i) total = __builtin_fmaf(x[r * k + i], weights.at(j, i), total);
     if (bias) total += bias[j];
     if (!residual) return total;  // the GELU comes once a range of outputs is done (see outputs)
     float scaled = residual[r * n + j] * alpha;
@@ -90,17 +242,25 @@ struct Product {
     return scaled + total;
   }
 
-  // Rows r..r+R-1 of x against rows j..j+C-1 of w: R * C lane sums held in registers.
+  // Rows r..r+R-1 of x against rows j..j+C-1 of w: R * C lane sums held in registers, added to in the order of
+  // the inputs whatever the storage (a block of a quantized row starts on a step: see check_storage).
   template <int R, int C>
   ALWAYS_INLINE void tile(int64_t r, int64_t j) const {
     Lanes sum[R][C] = {};
-    for (int64_t i = 0; i + LANES <= k; i += LANES) {
-      Lanes wv[C];
-      for (int c = 0; c < C; ++c) wv[c] = load(w + (j + c) * k + i);
-      for (int q = 0; q < R; ++q) {
-        Lanes xv = load(x + (r + q) * k + i);
-        for (int c = 0; c < C; ++c) sum[q][c] += xv * wv[c];
-      }
+    const int64_t size = weights.block_size();
+    for (int64_t b = 0, start = 0; start < k; ++b, start += size) {
+      typename W::Block block[C];
+      for (int c = 0; c < C; ++c) block[c] = weights.block(j + c, b);
+      const int64_t end = std::min(k, start + size);
+      for (int64_t i = start; i + W::STEP <= end; i += W::STEP)
+        for (int v = 0; v < W::STEP / LANES; ++v) {
+          Lanes wv[C];
+          for (int c = 0; c < C; ++c) wv[c] = block[c].vector(i, v);
+          for (int q = 0; q < R; ++q) {
+            Lanes xv = load(x + (r + q) * k + i + v * LANES);
+            for (int c = 0; c < C; ++c) sum[q][c] += xv * wv[c];
+          }
+        }
     }
     for (int q = 0; q < R; ++q)
       for (int c = 0; c < C; ++c) y[(r + q) * n + j + c] = finish(sum[q][c], r + q, j + c);
@@ -114,18 +274,81 @@ struct Product {
   }
 
   // Outputs begin..end-1 of every row: each weight row is read once, OUTPUT_TILE rows at a time, which
-  // shares each load of x among them. A single row of x (a decode step) has nothing to share, and reads the
-  // weights one row after the other instead: a single stream, which the CPU prefetches best (8-15 % faster
-  // than six streams side by side on the LM head here). The sums are the same either way.
+  // shares each load of x among them. A single row of x (a decode step) has nothing to share, and reads
+  // float32 weights one row after the other instead: a single stream, which the CPU prefetches best (8-15 %
+  // faster than six streams side by side on the LM head here); so do float16 and int8 weights. int4 weights are
+  // read W::DECODE_ROWS rows side by side: their conversion takes the most instructions, and a single row's
+  // sums, each waiting for the one before, would leave the CPU idle in between. The sums are the same either way.
   void outputs(int64_t begin, int64_t end) const {
     int64_t j = begin;
     if (rows > 1)
       for (; j + OUTPUT_TILE <= end; j += OUTPUT_TILE) columns<OUTPUT_TILE>(j);
+    else
+      for (; j + W::DECODE_ROWS <= end; j += W::DECODE_ROWS) columns<W::DECODE_ROWS>(j);
     for (; j < end; ++j) columns<1>(j);
     if (gelu)
       for (int64_t r = 0; r < rows; ++r) tanh_gelu(y + r * n + begin, end - begin);
   }
 };
+
+// -------------------------------------------------------------------------------------- choosing a storage
+// The storage of a weight tensor by its MindSpore dtype: int4 values travel two to a uint8.
+enum class Storage { FLOAT32, FLOAT16, INT8, INT4, NONE };
+
+Storage storage_of(const char *dtype) {
+  if (std::strcmp(dtype, "float32") == 0) return Storage::FLOAT32;
+  if (std::strcmp(dtype, "float16") == 0) return Storage::FLOAT16;
+  if (std::strcmp(dtype, "int8") == 0) return Storage::INT8;
+  if (std::strcmp(dtype, "uint8") == 0) return Storage::INT4;
+  return Storage::NONE;
+}
+
+// Whether a storage needs a scale tensor beside its weights.
+bool is_quantized(Storage storage) { return storage == Storage::INT8 || storage == Storage::INT4; }
+
+// One weight tensor of a [n, k] Linear as the operators receive it: the weights and, quantized, the scales
+// (for float weights the operators take a scale too, which they ignore, so the inputs keep their order).
+struct WeightInput {
+  void *data;
+  const char *dtype;
+  int ndims;
+  const int64_t *shape;
+  void *scale;
+  const char *scale_dtype;
+  int scale_ndims;
+  const int64_t *scale_shape;
+};
+
+// Whether `input` holds a [n, k] Linear's weights in a storage the kernels read: int8 with scales [n]; int4 as
+// [n, k / 2] bytes with scales [n, k / group] for a group that is a multiple of 32 dividing k; scales float16.
+bool check_storage(const WeightInput &input, int64_t n, int64_t k) {
+  const Storage storage = storage_of(input.dtype);
+  if (storage == Storage::NONE || input.ndims != 2 || input.shape[0] != n) return false;
+  if (storage != Storage::INT4 && input.shape[1] != k) return false;
+  if (!is_quantized(storage)) return true;
+  if (std::strcmp(input.scale_dtype, "float16") != 0 || input.scale_shape[0] != n) return false;
+  if (storage == Storage::INT8) return input.scale_ndims == 1;
+  const int64_t groups = input.scale_ndims == 2 ? input.scale_shape[1] : 0;
+  return k % 32 == 0 && input.shape[1] == k / 2 && groups > 0 && k % groups == 0 && (k / groups) % 32 == 0;
+}
+
+// Calls task(weights) with the reader of `input`, a [n, k] Linear's weights that check_storage
+// accepted; returns what it returns.
+template <typename Task>
+auto with_storage(const WeightInput &input, int64_t k, Task &&task) {
+  const auto *scale = static_cast<const uint16_t *>(input.scale);
+  switch (storage_of(input.dtype)) {
+    case Storage::FLOAT16:
+      return task(Float16Weights{static_cast<const uint16_t *>(input.data), k});
+    case Storage::INT8:
+      return task(Int8Weights{static_cast<const int8_t *>(input.data), scale, k});
+    case Storage::INT4:
+      return task(Int4Weights{static_cast<const uint8_t *>(input.data), scale, k, k / input.scale_shape[1],
+                              input.scale_shape[1]});
+    default:
+      return task(Float32Weights{static_cast<const float *>(input.data), k});
+  }
+}
 
 // The layernorm of each of `rows` rows of `y` [rows, n], in place, with MindSpore's CPU LayerNorm's
 // arithmetic (checked bit for bit in tests/glm_core/test_core_kernels.py): the mean and the variance from
@@ -153,7 +376,8 @@ void layer_norm(float *y, int64_t rows, int64_t n, const float *gamma, const flo
 
 // x @ w.T (+ bias, + residual) into product.y, split among the threads; then, given gamma, the layernorm of
 // each row (every output of a row must be done first, so the rows are split anew).
-void run(const Product &product, const float *gamma = nullptr, const float *beta = nullptr, float epsilon = 0.0f) {
+template <typename W>
+void run(const Product<W> &product, const float *gamma = nullptr, const float *beta = nullptr, float epsilon = 0.0f) {
   const int64_t n = product.n, tiles = (n + OUTPUT_TILE - 1) / OUTPUT_TILE;
   helpers.split(static_cast<int>(std::min<int64_t>(thread_count.load(), tiles)), tiles,
                 [&](int64_t first, int64_t last) {
