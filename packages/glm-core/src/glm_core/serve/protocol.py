@@ -50,7 +50,7 @@ class SamplingRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)  # OpenAI's newer name for max_tokens
     temperature: float | None = Field(default=None, ge=0, le=2)  # 0: greedy
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
     stream: bool = False
