@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional, Union
 from glm_data import records
 from glm_data.errors import DataError
 from glm_data.writer import PAGE_SIZE, MindRecordOutput, record_bytes
-from glm_tokenizer import ChatGLMTokenizer
+from glm_tokenizer import ChatGLMTokenizer, chat_prompt
 
 MODES = ("train", "eval")
 FORMATS = ("glm", "mindformers")
@@ -49,20 +49,6 @@ MAX_LENGTH = 1 << 15
 # Processes beyond a few per core only compete for it, each with its own tokenizer in memory.
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 PROBLEMS_SHOWN = 10
-
-
-def chat_prompt(query: str, history=()) -> str:
-    """The prompt ChatGLM-6B builds for ``query`` after ``history`` ([(query, response), …] rounds).
-
-    Without history the prompt is the query itself; with it, each round reads
-    ``[Round i]\\n问：{query}\\n答：{response}\\n`` and the new query ends with ``答：``.
-    """
-    if not history:
-        return query
-    prompt = ""
-    for index, (old_query, response) in enumerate(history):
-        prompt += f"[Round {index}]\n问：{old_query}\n答：{response}\n"
-    return prompt + f"[Round {len(history)}]\n问：{query}\n答："
 
 
 @dataclass
@@ -142,7 +128,7 @@ def adgen_to_mindrecord(
         prefix: text put before every prompt.
         prompt_column, response_column: the JSON keys of prompt and answer.
         history_column: the JSON key of earlier rounds ``[[query, response], …]``, if any: the prompt
-            then follows ChatGLM-6B's chat format (see ``chat_prompt``). A line without it, or with
+            then follows ChatGLM-6B's chat format (see ``glm_tokenizer.chat_prompt``). A line without it, or with
             null or ``[]``, has no earlier round.
         overwrite: replace an existing output instead of refusing: every file of it goes, whatever
             its number of splits (see ``glm_data.writer.existing_output``), once the new one is complete.
