@@ -24,6 +24,11 @@ import mindspore as ms
 import numpy as np
 
 STATE_KEYS = ("epoch_num", "step_num", "batches_done", "run_config", "pet_config")
+# Entries of a training checkpoint that are training state, not model weights: the optimizer's moments
+# (and MindFormers' accumulated gradients) and the step's scalars
+OPTIMIZER_PREFIXES = ("adam_m.", "adam_v.", "accu_grads.")
+OPTIMIZER_SCALARS = {"global_step", "scale_sense", "learning_rate", "current_iterator_step",
+                     "last_overflow_iterator_step"}
 _NAME = re.compile(r"^(?P<prefix>.+)_rank_(?P<rank>\d+)-(?P<epoch>\d+)_(?P<step>\d+)\.ckpt$")
 
 
@@ -38,6 +43,11 @@ class TrainingState:
     step: int = 0
     epoch: int = 0
     batches_done: int = 0
+
+
+def is_model_weight(name: str) -> bool:
+    """Whether a training checkpoint's entry ``name`` is a model weight rather than optimizer state."""
+    return not name.startswith(OPTIMIZER_PREFIXES) and name not in OPTIMIZER_SCALARS
 
 
 def checkpoint_dir(output_dir: str | os.PathLike, rank: int = 0) -> Path:

@@ -25,22 +25,14 @@ import numpy as np
 
 from glm_core.checkpoint import open_checkpoint
 from glm_core.checkpoint_file import CheckpointWriter
-from glm_train.checkpoints import list_checkpoints
+from glm_train.checkpoints import is_model_weight, list_checkpoints
 from glm_train.network import EMBEDDING, LM_HEAD
 
 _RANK_FOLDER = re.compile(r"^rank_(\d+)$")
-# Entries of a training checkpoint that are not model weights (optimizer moments and the step's scalars)
-OPTIMIZER_PREFIXES = ("adam_m.", "adam_v.", "accu_grads.")
-OPTIMIZER_SCALARS = {"global_step", "scale_sense", "learning_rate", "current_iterator_step",
-                     "last_overflow_iterator_step"}
 
 
 class MergeError(ValueError):
     """Checkpoints or strategy files that cannot be merged or split; the message names the file."""
-
-
-def is_model_weight(name: str) -> bool:
-    return not name.startswith(OPTIMIZER_PREFIXES) and name not in OPTIMIZER_SCALARS
 
 
 def rank_checkpoints(directory: str | os.PathLike, step: int | None = None) -> list[Path]:

@@ -226,17 +226,12 @@ def saved_tensors(training: Training) -> dict[str, Any]:
 
     tensors = {}
     for parameter in training.step.get_parameters():
-        if training.lora is not None and not parameter.requires_grad and not _is_optimizer_state(parameter.name):
+        if training.lora is not None and not parameter.requires_grad and ckpt.is_model_weight(parameter.name):
             continue  # a LoRA checkpoint holds the adapters; the frozen base is the run's load_checkpoint
         tensors[parameter.name] = parameter
     if EMBEDDING in tensors and training.lora is None:
         tensors[LM_HEAD] = tensors[EMBEDDING]
     return tensors
-
-
-def _is_optimizer_state(name: str) -> bool:
-    return name.startswith(("adam_m.", "adam_v.")) or name in ("global_step", "scale_sense", "learning_rate",
-                                                               "current_iterator_step", "last_overflow_iterator_step")
 
 
 def optimizer_state_bytes(training: Training) -> int:
