@@ -23,10 +23,9 @@ import numpy as np
 from glm_core.checkpoint import open_checkpoint, save_checkpoint
 from glm_core.checkpoint_file import TENSOR_TYPES, CheckpointReader
 from glm_core.lora import LoRAConfig, adapter_pairs, check_adapter_fits, fold_adapter, read_adapter, resolve_lora_config
+from glm_train.network import EMBEDDING, LM_HEAD
 
 MODEL_PREFIXES = ("transformer.", "lm_head.")  # a GLM checkpoint's model weights; the rest is training state
-LM_HEAD = "lm_head.weight"
-EMBEDDING = "transformer.word_embeddings.embedding_table"
 
 
 class _MergedWeights(Mapping):
