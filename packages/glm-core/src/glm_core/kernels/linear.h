@@ -12,8 +12,9 @@
 // The weights may be stored in four ways (see the storages below): float32; float16; int8 with one float16
 // scale per output row; int4 with one float16 scale per group of inputs. The narrower ones are converted to
 // float32 in registers as they stream, never into a float32 array, so a step reads 1/2, 1/4 or about 1/8 of
-// the bytes. A quantized value times its scale is exact in float32 (at most 8 + 11 significant bits), so each
-// storage gives, bit for bit, what the float32 kernel gives over the dequantized matrix.
+// the bytes. An int4 value times its scale is exact in float32 (at most 4 + 11 significant bits), so float16
+// and int4 weights give, bit for bit, what the float32 kernel gives over the dequantized matrix; int8 sums x
+// times the values and scales each sum once, which differs from that by float32 rounding.
 //
 // Every output element is computed with the same arithmetic whatever the number of rows or how the work is
 // tiled and split among threads: LANES sums accumulated over K in steps of LANES, added up by a fixed
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -80,7 +82,8 @@ void tanh_gelu(float *values, int64_t count) {
 
 // ---------------------------------------------------------------------------------------- weight storages
 // Each storage reads row j of a [n, k] weight matrix as float32 values, LANES at a time: block(j, b) prepares
-// the reading of the row's block b, inputs b * block_size() on (its scale, for the quantized ones); vector(i, v) of a block is then the LANES values from input i + v * LANES, for i at
+// the reading of the row's block b, inputs b * block_size() on (its scale, for the quantized ones); a STEP of
+// inputs is read as STEP / LANES vectors, vector v summed in chain v % CHAINS; vector(i, v) of a block is then the LANES values from input i + v * LANES, for i at
 // the start of a STEP; at(j, i) is one value (the k % LANES tail).
 
 // A float16 as float32 (exact): with the CPU's instruction where there is one (GCC calls a library function
@@ -111,7 +114,7 @@ ALWAYS_INLINE Lanes halves(const uint16_t *p) {
 struct Float32Weights {
   const float *w;
   int64_t k;
-  static constexpr int STEP = LANES, DECODE_ROWS = 1;
+  static constexpr int STEP = LANES, CHAINS = 1, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE;
 
   struct Block {
     const float *row;
@@ -125,7 +128,7 @@ struct Float32Weights {
 struct Float16Weights {
   const uint16_t *w;
   int64_t k;
-  static constexpr int STEP = LANES, DECODE_ROWS = 1;
+  static constexpr int STEP = LANES, CHAINS = 1, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE;
 
   struct Block {
     const uint16_t *row;
@@ -137,33 +140,37 @@ struct Float16Weights {
 };
 
 // int8 values q [n, k] and one float16 scale per row s [n]: w[j, i] = q[j, i] * s[j] (the original's quantize(8)).
+// The sums run over x * q, and finish multiplies each by its row's scale: a multiply per LANES weights fewer,
+// where the conversion already costs two instructions. Each output keeps two chains of lane sums (even and
+// odd LANES of inputs), so that a decode step, reading one row at a time, has two additions in flight, not one
+// waiting for the other; a prompt's tiles are then half as wide, to keep their sums in registers.
 struct Int8Weights {
   const int8_t *w;
   const uint16_t *scale;
   int64_t k;
-  static constexpr int STEP = LANES, DECODE_ROWS = 1;
+  static constexpr int STEP = 2 * LANES, CHAINS = 2, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE / 2;
   typedef int8_t Bytes __attribute__((vector_size(LANES), aligned(1)));
   typedef int32_t Ints __attribute__((vector_size(LANES * sizeof(int32_t))));
 
   struct Block {
     const int8_t *row;
-    Lanes scale;
-    ALWAYS_INLINE Lanes vector(int64_t i, int) const {
+    ALWAYS_INLINE Lanes vector(int64_t i, int v) const {
+      const int8_t *bytes = row + i + v * LANES;
 #if defined(__AVX512F__)
-      const __m512i values = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + i)));
-      return reinterpret_cast<Lanes>(_mm512_cvtepi32_ps(values)) * scale;
+      const __m512i values = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(bytes)));
+      return reinterpret_cast<Lanes>(_mm512_cvtepi32_ps(values));
 #elif defined(__AVX2__)
-      const __m256i values = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(row + i)));
-      return reinterpret_cast<Lanes>(_mm256_cvtepi32_ps(values)) * scale;
+      const __m256i values = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(bytes)));
+      return reinterpret_cast<Lanes>(_mm256_cvtepi32_ps(values));
 #else
-      const Ints values = __builtin_convertvector(*reinterpret_cast<const Bytes *>(row + i), Ints);
-      return __builtin_convertvector(values, Lanes) * scale;
+      return __builtin_convertvector(__builtin_convertvector(*reinterpret_cast<const Bytes *>(bytes), Ints), Lanes);
 #endif
     }
   };
   int64_t block_size() const { return k; }
-  ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k, Lanes{} + half_to_float(scale[j])}; }
-  ALWAYS_INLINE float at(int64_t j, int64_t i) const { return static_cast<float>(w[j * k + i]) * half_to_float(scale[j]); }
+  ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k}; }
+  ALWAYS_INLINE float at(int64_t j, int64_t i) const { return static_cast<float>(w[j * k + i]); }
+  ALWAYS_INLINE float row_scale(int64_t j) const { return half_to_float(scale[j]); }
 };
 
 // int4 values, two to a byte [n, k / 2], and one float16 scale per group of `group` inputs [n, k / group]:
@@ -173,7 +180,7 @@ struct Int4Weights {
   const uint8_t *w;
   const uint16_t *scale;
   int64_t k, group, groups;  // groups = k / group
-  static constexpr int STEP = 32, DECODE_ROWS = 4;
+  static constexpr int STEP = 32, CHAINS = 1, DECODE_ROWS = 4, PREFILL_COLUMNS = OUTPUT_TILE;
   typedef uint8_t Bytes __attribute__((vector_size(LANES), aligned(1)));
   typedef int32_t Ints __attribute__((vector_size(LANES * sizeof(int32_t))));
 
@@ -201,14 +208,16 @@ struct Int4Weights {
   };
   int64_t block_size() const { return group; }
   ALWAYS_INLINE Block block(int64_t j, int64_t b) const {
-    const float s = half_to_float(scale[j * groups + b]);
-    Block block{w + j * (k / 2), Lanes{} + s};
 #if defined(__AVX512F__)
-    Lanes values;
-    for (int lane = 0; lane < LANES; ++lane) values[lane] = static_cast<float>(lane - 8);
-    block.table = values * s;
+    // The scale widened in every lane at once (a block starts every group of a few dozen weights).
+    const __m256i repeated = _mm256_set1_epi16(static_cast<int16_t>(scale[j * groups + b]));
+    const Lanes s = reinterpret_cast<Lanes>(_mm512_cvtph_ps(repeated));
+    const Lanes values = {-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f,
+                          0.0f,  1.0f,  2.0f,  3.0f,  4.0f,  5.0f,  6.0f,  7.0f};
+    return {w + j * (k / 2), s, values * s};
+#else
+    return {w + j * (k / 2), Lanes{} + half_to_float(scale[j * groups + b])};
 #endif
-    return block;
   }
   ALWAYS_INLINE float at(int64_t j, int64_t i) const {
     const uint8_t byte = w[j * (k / 2) + i / 32 * 16 + i % 16];
@@ -227,14 +236,18 @@ struct Product {
   int64_t rows, k, n;
   bool gelu;
 
-  // The lane sums added up by halves, then the products of the k % LANES tail in order, then the bias.
-  ALWAYS_INLINE float finish(Lanes sum, int64_t r, int64_t j) const {
+  // The chains added in order, the lane sums added up by halves, then the products of the k % LANES tail in
+  // order, then (int8) the row's scale and the bias.
+  ALWAYS_INLINE float finish(const Lanes (&chains)[W::CHAINS], int64_t r, int64_t j) const {
+    Lanes sum = chains[0];
+    for (int chain = 1; chain < W::CHAINS; ++chain) sum += chains[chain];
     float s[LANES];
     std::memcpy(s, &sum, sizeof s);
     for (int half = LANES / 2; half >= 1; half /= 2)
       for (int i = 0; i < half; ++i) s[i] += s[i + half];
     float total = s[0];
     for (int64_t i = k / LANES * LANES; i < k; ++i) total = __builtin_fmaf(x[r * k + i], weights.at(j, i), total);
+    if constexpr (std::is_same_v<W, Int8Weights>) total *= weights.row_scale(j);
     if (bias) total += bias[j];
     if (!residual) return total;  // the GELU comes once a range of outputs is done (see outputs)
     float scaled = residual[r * n + j] * alpha;
@@ -246,21 +259,25 @@ struct Product {
   // the inputs whatever the storage (a block of a quantized row starts on a step: see check_storage).
   template <int R, int C>
   ALWAYS_INLINE void tile(int64_t r, int64_t j) const {
-    Lanes sum[R][C] = {};
+    Lanes sum[R][C][W::CHAINS] = {};
     const int64_t size = weights.block_size();
     for (int64_t b = 0, start = 0; start < k; ++b, start += size) {
       typename W::Block block[C];
       for (int c = 0; c < C; ++c) block[c] = weights.block(j + c, b);
       const int64_t end = std::min(k, start + size);
-      for (int64_t i = start; i + W::STEP <= end; i += W::STEP)
-        for (int v = 0; v < W::STEP / LANES; ++v) {
-          Lanes wv[C];
-          for (int c = 0; c < C; ++c) wv[c] = block[c].vector(i, v);
-          for (int q = 0; q < R; ++q) {
-            Lanes xv = load(x + (r + q) * k + i + v * LANES);
-            for (int c = 0; c < C; ++c) sum[q][c] += xv * wv[c];
-          }
+      const auto add = [&](int64_t i, int v) __attribute__((always_inline)) {
+        Lanes wv[C];
+        for (int c = 0; c < C; ++c) wv[c] = block[c].vector(i, v);
+        for (int q = 0; q < R; ++q) {
+          Lanes xv = load(x + (r + q) * k + i + v * LANES);
+          for (int c = 0; c < C; ++c) sum[q][c][v % W::CHAINS] += xv * wv[c];
         }
+      };
+      int64_t i = start;
+      for (; i + W::STEP <= end; i += W::STEP)
+        for (int v = 0; v < W::STEP / LANES; ++v) add(i, v);
+      if constexpr (W::CHAINS > 1)  // a last vector short of a whole step (int4 blocks are whole steps)
+        for (; i + LANES <= end; i += LANES) add(i, 0);
     }
     for (int q = 0; q < R; ++q)
       for (int c = 0; c < C; ++c) y[(r + q) * n + j + c] = finish(sum[q][c], r + q, j + c);
@@ -282,7 +299,7 @@ struct Product {
   void outputs(int64_t begin, int64_t end) const {
     int64_t j = begin;
     if (rows > 1)
-      for (; j + OUTPUT_TILE <= end; j += OUTPUT_TILE) columns<OUTPUT_TILE>(j);
+      for (; j + W::PREFILL_COLUMNS <= end; j += W::PREFILL_COLUMNS) columns<W::PREFILL_COLUMNS>(j);
     else
       for (; j + W::DECODE_ROWS <= end; j += W::DECODE_ROWS) columns<W::DECODE_ROWS>(j);
     for (; j < end; ++j) columns<1>(j);
