@@ -52,8 +52,11 @@ class ModelFiles:
     config_file: Path | None  # None when the config is a named preset (MindFormers' flat layout)
 
 
-def _single_checkpoint(directory: Path) -> Path | None:
-    """The one ``.ckpt`` in ``directory`` (or its ``rank_0/``); None if there is none."""
+def single_checkpoint(directory: Path) -> Path | None:
+    """The one ``.ckpt`` in ``directory`` (or its ``rank_0/``); None if there is none.
+
+    Raises :class:`ModelNotFoundError` naming the folder when it holds more than one.
+    """
     for folder in (directory, directory / "rank_0"):
         # save_checkpoint's temporary files start with a dot: never a finished checkpoint.
         found = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("."))
@@ -68,7 +71,7 @@ def _single_checkpoint(directory: Path) -> Path | None:
 
 def _folder_files(directory: Path) -> ModelFiles:
     """The parts of a model folder; raises :class:`ModelNotFoundError` naming what is missing."""
-    checkpoint = _single_checkpoint(directory)
+    checkpoint = single_checkpoint(directory)
     if checkpoint is None:
         hint = ("it holds Hugging Face weights (pytorch_model*.bin): convert them with glm-convert first"
                 if any(directory.glob("pytorch_model*.bin")) or any(directory.glob("*.safetensors"))

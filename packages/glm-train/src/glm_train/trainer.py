@@ -110,16 +110,18 @@ class BatchOrder:
 # --------------------------------------------------------------------------------------------- network
 def find_checkpoint_file(path: str | os.PathLike) -> Path:
     """The ``.ckpt`` a ``load_checkpoint`` names: the file itself, or the one in a model folder (or its rank_0)."""
+    from glm_core.auto import ModelNotFoundError, single_checkpoint
+
     path = Path(path)
     if path.is_file():
         return path
     if path.is_dir():
-        for folder in (path, path / "rank_0"):
-            found = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("."))
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise TrainingError(f"load_checkpoint {path}: {folder} holds {len(found)} checkpoints; name one")
+        try:
+            found = single_checkpoint(path)
+        except ModelNotFoundError as error:  # more than one
+            raise TrainingError(f"load_checkpoint {path}: {error}") from None
+        if found is not None:
+            return found
     raise TrainingError(f"load_checkpoint {path}: no such checkpoint file or model folder")
 
 
