@@ -201,12 +201,11 @@ def build_training(config: dict[str, Any], total_steps: int, loss_window: int | 
         apply_lora(network, lora)
     schedule_settings = config["lr_schedule"]
     steps = schedule_settings["total_steps"] if schedule_settings["total_steps"] > 0 else total_steps
-    if schedule_settings["type"] == "constant":
-        schedule = WarmupPolynomialDecay(schedule_settings["learning_rate"], schedule_settings["learning_rate"],
-                                         schedule_settings["warmup_steps"], steps)
-    else:
-        schedule = WarmupPolynomialDecay(schedule_settings["learning_rate"], schedule_settings["lr_end"],
-                                         schedule_settings["warmup_steps"], steps, schedule_settings["power"])
+    rate = schedule_settings["learning_rate"]
+    # constant: the polynomial schedule with nothing to decay (ends where it starts, power 1)
+    lr_end, power = ((rate, 1.0) if schedule_settings["type"] == "constant"
+                     else (schedule_settings["lr_end"], schedule_settings["power"]))
+    schedule = WarmupPolynomialDecay(rate, lr_end, schedule_settings["warmup_steps"], steps, power)
     optimizer_settings = config["optimizer"]
     optimizer = make_optimizer(network.trainable_params(), schedule, optimizer_settings["beta1"],
                                optimizer_settings["beta2"], optimizer_settings["eps"],
@@ -409,7 +408,7 @@ def write_loss_curve(history: list[dict], path: Path) -> Path | None:
     return path
 
 
-def trained_state(training: Training, config: dict[str, Any]) -> dict[str, np.ndarray]:
+def trained_state(training: Training) -> dict[str, np.ndarray]:
     """The trained model's weights by checkpoint name, adapters merged, ``lm_head.weight`` included."""
     from glm_core.lora import is_adapter_name, merge_lora
     from glm_train.network import trainable_state
@@ -434,7 +433,7 @@ def export_model(training: Training, config: dict[str, Any], directory: Path) ->
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         model_config(config).save_pretrained(staging)
-        save_checkpoint(trained_state(training, config), staging / CHECKPOINT_NAME)
+        save_checkpoint(trained_state(training), staging / CHECKPOINT_NAME)
         for source in tokenizer_files(config):
             shutil.copy(source, staging / source.name)
         if directory.exists():
