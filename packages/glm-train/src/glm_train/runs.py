@@ -128,9 +128,8 @@ def load_inference_model(config: dict[str, Any]):
     if not config["load_checkpoint"]:
         raise RunConfigError(f"{config['run_mode']} needs model weights: give --load_checkpoint (a model folder "
                              "or a .ckpt)")
-    start = Path(config["load_checkpoint"])
     glm_config = model_config(config)
-    file = find_checkpoint_file(start)
+    file = find_checkpoint_file(config["load_checkpoint"])
     with CheckpointReader(file) as reader:
         holds_adapter = any(is_adapter_name(name) for name in reader.tensors)
     model = GLMForPreTraining(glm_config, inference=True)
@@ -143,6 +142,5 @@ def load_inference_model(config: dict[str, Any]):
         load_adapter(model, file, lora_config(config))
     else:
         load_weights(model, file)
-    vocab = tokenizer_files(config)
-    tokenizer_dir = vocab[0].parent if vocab else start if start.is_dir() else start.parent
-    return model, ChatGLMTokenizer.from_pretrained(tokenizer_dir)
+    # load_checkpoint is set, so tokenizer_files names ice_text.model (or raises)
+    return model, ChatGLMTokenizer.from_pretrained(tokenizer_files(config)[0].parent)
