@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 1,
         "batch_size": 8,  # records per micro-batch
         "sink_mode": True,
-        "sink_size": 4,  # steps per progress update and log line
+        "sink_size": 4,  # MindFormers' steps per data sink: checked, no effect (every step is logged here)
         "gradient_accumulation_steps": 1,  # micro-batches per optimizer step
     },
     "runner_wrapper": {
@@ -103,7 +103,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "model_config": {
             "type": "GLMConfig",
-            **{name: value for name, value in GLMConfig().to_dict().items()},
+            **GLMConfig().to_dict(),
             "max_decode_length": 2048,
             "embedding_dropout_prob": 0.0,
             "hidden_size_per_attention_head": None,
