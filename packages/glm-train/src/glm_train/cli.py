@@ -18,14 +18,15 @@ from collections.abc import Sequence
 from glm_train.run_config import RUN_MODES, shipped_configs
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+SUBCOMMANDS = ("merge-lora", "compare", "launch", "hccl-table", "merge-hccl", "merge")  # see _subcommands
 
 
 def build_run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glm-train",
         description="Fine-tune, evaluate and run ChatGLM-6B on MindSpore, configured by MindFormers' YAML run "
-                    "configs. Tool subcommands (each with --help): merge-lora, compare, launch, hccl-table, "
-                    "merge-hccl, merge.",
+                    "configs. Tool subcommands (each with --help): "
+                    f"{', '.join(SUBCOMMANDS)}.",
         epilog=f"shipped configs (give the name or a path): {', '.join(shipped_configs())}")
     parser.add_argument("--config", required=True, help="a run config YAML (MindFormers' layout) or a shipped name")
     parser.add_argument("--run_mode", choices=RUN_MODES, help="what to run (default: the config's run_mode)")
@@ -45,9 +46,6 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (the JSONL log is written)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
-
-
-SUBCOMMANDS = ("merge-lora", "launch", "hccl-table", "merge-hccl", "merge", "compare")
 
 
 def _subcommands() -> dict:
