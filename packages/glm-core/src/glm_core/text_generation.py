@@ -124,10 +124,9 @@ def pipeline(task: str = "text_generation", model: str | os.PathLike | GLMForPre
     if isinstance(model, GLMForPreTraining):
         if tokenizer is None:
             raise ValueError("pipeline(model=<a loaded model>) needs tokenizer=…; or pass a folder or a name")
+        defaults = GenerationConfig(max_length=DEFAULT_MAX_LENGTH)
     else:
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model)
-        config = GenerationConfig.from_pretrained(locate(model).tokenizer_dir, max_length=DEFAULT_MAX_LENGTH)
+        defaults = GenerationConfig.from_pretrained(locate(model).tokenizer_dir, max_length=DEFAULT_MAX_LENGTH)
         model = AutoModel.from_pretrained(model)
-        return TextGenerationPipeline(model, tokenizer, config.updated(**generation), batch_size)
-    config = GenerationConfig(max_length=DEFAULT_MAX_LENGTH).updated(**generation)
-    return TextGenerationPipeline(model, tokenizer, config, batch_size)
+    return TextGenerationPipeline(model, tokenizer, defaults.updated(**generation), batch_size)
