@@ -38,12 +38,9 @@ def load_config(config: ConfigSource, weights: Path) -> GLMConfig:
     """
     if isinstance(config, GLMConfig):
         return config
-    if config is not None:
-        path = Path(config)
-        return GLMConfig.from_yaml(path) if path.suffix in (".yaml", ".yml") else GLMConfig.from_pretrained(path)
-    beside = folder_of(weights) / CONFIG_NAME
-    if beside.is_file():
-        return GLMConfig.from_pretrained(beside)
+    file = config_file(config, weights)
+    if file is not None:
+        return GLMConfig.from_yaml(file) if file.suffix in (".yaml", ".yml") else GLMConfig.from_pretrained(file)
     logger.info("no %s beside %s: assuming ChatGLM-6B's shapes (pass --config for another model)", CONFIG_NAME,
                 weights)
     return GLMConfig.from_name("glm_6b")
