@@ -124,12 +124,15 @@ def _check_quantizable(model: GLMForPreTraining, storage: str, group_size: int) 
 def _rest_for_kernels(model: GLMForPreTraining, embeddings: np.ndarray | None = None) -> None:
     """The embeddings as float16 (``embeddings`` when given, else the model's own), the weights outside the
     Linears (layernorms, biases) as float32, and the config saying float32 (what the kernels take)."""
-    table = model.transformer.word_embeddings.embedding_table
+    cell = model.transformer.word_embeddings
+    table = cell.embedding_table
     if embeddings is not None or table.dtype != ms.float16:
-        table.set_data(Tensor.from_numpy(table.asnumpy().astype(np.float16) if embeddings is None else embeddings))
+        values = table.asnumpy().astype(np.float16) if embeddings is None else embeddings
+        # A new parameter: set_data keeps a parameter's dtype, and set_dtype would convert the old values first.
+        cell.embedding_table = Parameter(Tensor.from_numpy(values), name=table.name, requires_grad=False)
     for parameter in model.get_parameters():
         if parameter.dtype == ms.float16 and parameter.name.endswith((".gamma", ".beta", ".bias")):
-            parameter.set_data(Tensor.from_numpy(parameter.asnumpy().astype(np.float32)))
+            parameter.set_dtype(ms.float32)
     model.config = dataclasses.replace(model.config, param_init_type="float32")
 
 
