@@ -1,6 +1,7 @@
 """``glm-convert``: the command line of :mod:`glm_convert`. Parses arguments and calls the Python API.
 
     glm-convert hf-to-ms SRC OUT            # HF folder or weights file → OUT.ckpt, or a model folder OUT
+    glm-convert hf-to-ms SRC OUT --quantize int4   # the same, quantized for glm-core's CPU kernels
     glm-convert ms-to-hf CKPT OUT_DIR       # .ckpt → HF folder (sharded .bin or safetensors)
     glm-convert --pt_ckpt_path PATH --ms_ckpt_path OUT.ckpt   # MindFormers' convert_weight.py flags
 """
@@ -16,10 +17,11 @@ from pathlib import Path
 
 from glm_convert.__about__ import __version__
 from glm_convert.errors import ConversionError
-from glm_convert.hf_to_ms import convert_hf_to_ms
+from glm_convert.hf_to_ms import QUANTIZATIONS, convert_hf_to_ms
 from glm_convert.ms_to_hf import DEFAULT_MAX_SHARD_BYTES, convert_ms_to_hf
 from glm_convert.summary import ConversionSummary
 from glm_core.checkpoint_file import TENSOR_TYPES
+from glm_core.quantize import DEFAULT_GROUP_SIZE
 
 EXIT_BAD_INPUT = 2  # as argparse uses for unusable arguments
 
@@ -65,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     hf_to_ms.add_argument("source", type=Path, metavar="SRC")
     hf_to_ms.add_argument("destination", type=Path, metavar="OUT")
     _add_dtype_option(hf_to_ms, on_command=True)
+    hf_to_ms.add_argument("--quantize", choices=QUANTIZATIONS,
+                          help="write the Linears quantized for glm-core's CPU kernels (a CPU inference feature): "
+                               "int8 (one scale per row, as the original's quantize(8)) or int4 (one scale per "
+                               "group of inputs); embeddings float16, biases and layernorms float32; excludes "
+                               "--dtype")
+    hf_to_ms.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, metavar="N",
+                          help="inputs per int4 scale, a multiple of 32 dividing the model's widths "
+                               "(default: %(default)s)")
     _add_common_options(hf_to_ms, on_command=True)
     hf_to_ms.set_defaults(run=run_hf_to_ms)
 
@@ -86,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_hf_to_ms(args: argparse.Namespace) -> ConversionSummary:
     """The ``hf-to-ms`` command (and the command-less MindFormers flags)."""
-    return convert_hf_to_ms(args.source, args.destination, args.dtype, config=args.config, progress=not args.quiet)
+    return convert_hf_to_ms(args.source, args.destination, args.dtype, config=args.config, progress=not args.quiet,
+                            quantize=getattr(args, "quantize", None),
+                            group_size=getattr(args, "group_size", DEFAULT_GROUP_SIZE))
 
 
 def run_ms_to_hf(args: argparse.Namespace) -> ConversionSummary:

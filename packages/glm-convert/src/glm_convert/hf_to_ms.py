@@ -3,6 +3,10 @@
 Two passes over the source files: the first reads only their headers and checks every name and shape
 against the config (nothing is written when anything is wrong); the second converts shard by shard,
 appending each tensor to the checkpoint as it goes, so memory holds about one shard.
+
+``quantize="int8"`` or ``"int4"`` writes a checkpoint for glm-core's CPU kernels (:mod:`glm_core.quantize`):
+each Linear's weights quantized as they stream, ``<name>.weight`` with its ``<name>.weight_scale``, the
+embeddings in float16 and the biases and layernorms in float32. No float32 copy of the model is ever held.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from glm_convert.model_folder import (
 )
 from glm_convert.staging import StagedFiles, check_destination, refuse_overwriting_inputs
 from glm_convert.summary import ConversionSummary
+from glm_core import quantize as formats
 from glm_core.checkpoint_file import TENSOR_TYPES, CheckpointWriter
 from glm_core.config import GLMConfig
 from glm_core.names import mindformers_name
+
+QUANTIZATIONS = ("int8", "int4")
 
 logger = logging.getLogger("glm_convert")
 
@@ -62,8 +69,39 @@ def _check_sources(files: list[WeightsFile], config: GLMConfig, source: Path) ->
                   optional=(LM_HEAD,))
 
 
+def _check_quantization(quantize: str | None, group_size: int, dtype: str | None, config: GLMConfig) -> None:
+    if quantize is None:
+        return
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if dtype is not None:
+        raise ValueError(f"--dtype {dtype} and --quantize {quantize} exclude each other: a quantized checkpoint "
+                         "stores its embeddings in float16 and its biases and layernorms in float32")
+    for width in (config.hidden_size, config.inner_hidden_size):
+        formats.check_storage(quantize, width, group_size)
+
+
+class _TensorWriter:
+    """Writes each converted tensor as the output wants it: cast to ``dtype``, or for ``quantize``, Linear
+    weights quantized (with their scales after them), embeddings float16 and the rest float32."""
+
+    def __init__(self, writer: CheckpointWriter, dtype: np.dtype | None, quantize: str | None, group_size: int):
+        self.writer, self.dtype, self.quantize, self.group_size = writer, dtype, quantize, group_size
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        if self.quantize is None:
+            self.writer.add(name, array, self.dtype)
+        elif formats.is_quantized_linear(name):
+            values, scales = formats.quantize(array, self.quantize, self.group_size)
+            self.writer.add(name, values)
+            self.writer.add(formats.scale_name(name), scales)
+        else:
+            self.writer.add(name, array, np.float16 if name.endswith("embedding_table") else np.float32)
+
+
 def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str | None = None, *,
-                     config: ConfigSource = None, progress: bool = False) -> ConversionSummary:
+                     config: ConfigSource = None, progress: bool = False, quantize: str | None = None,
+                     group_size: int = formats.DEFAULT_GROUP_SIZE) -> ConversionSummary:
     """Convert Hugging Face ChatGLM-6B weights to a MindSpore checkpoint with MindFormers' names.
 
     ``src``: a Hugging Face model folder (``pytorch_model.bin.index.json`` + shards, ``pytorch_model.bin``
@@ -71,6 +109,8 @@ def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str 
     ``dst``: a ``.ckpt`` path, or a folder to receive a complete model folder (``model.ckpt``, our
     ``config.json``, ``ice_text.model``, ``tokenizer_config.json``).
     ``dtype``: ``"float16"`` or ``"float32"``; None keeps each tensor's source dtype.
+    ``quantize``: ``"int8"`` or ``"int4"`` (``group_size`` inputs per int4 scale) writes a quantized checkpoint
+    for glm-core's CPU kernels instead (see the module's docstring); excludes ``dtype``.
     ``config``: a :class:`GLMConfig` or the path of a config.json, model folder or MindFormers YAML;
     default: the ``config.json`` beside ``src``, else ChatGLM-6B's.
 
@@ -83,7 +123,7 @@ def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str 
     naming a truncated or corrupt file, :class:`~glm_convert.errors.WeightsMismatchError` listing every
     unknown, missing or mis-shaped tensor, :class:`~glm_convert.errors.ConversionError` for a destination
     that would overwrite an input or is a file where a folder goes (or the reverse), and ``ValueError`` for
-    a bad ``dtype`` or config.
+    a bad ``dtype``, ``quantize`` or ``group_size``, or config.
     """
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
@@ -91,6 +131,7 @@ def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str 
     paths = find_weights_files(src)
     used_config = config_file(config, src)
     config = load_config(config, src)
+    _check_quantization(quantize, group_size, dtype, config)
     folder_output = dst.suffix != ".ckpt"
     check_destination(dst, folder=folder_output)
     tokenizer_files = [folder_of(src) / name for name in TOKENIZER_FILES]
@@ -118,16 +159,17 @@ def convert_hf_to_ms(src: str | os.PathLike, dst: str | os.PathLike, dtype: str 
     total = sum(mindformers_name(name) is not None for file in files for name in file.shapes) + tie_lm_head
     with StagedFiles() as staged, tqdm(total=total, unit="tensor", disable=not progress, desc="hf-to-ms") as bar:
         with CheckpointWriter(staged.temporary(ckpt_path)) as writer:
+            output = _TensorWriter(writer, target, quantize, group_size)
             while files:
                 file = files.pop(0)  # dropped after its tensors are written, which unmaps it
                 # Within a file, the model's order: the checkpoint does not depend on how a file sorts its names.
                 for name in sorted(file.shapes, key=order.__getitem__):
                     if mindformers_name(name) is None:
                         continue
-                    writer.add(mindformers_name(name), file.array(name), target)
+                    output.add(mindformers_name(name), file.array(name))
                     bar.update()
                     if name == WORD_EMBEDDINGS and tie_lm_head:
-                        writer.add(LM_HEAD, file.array(name), target)
+                        output.add(LM_HEAD, file.array(name))
                         bar.update()
         if folder_output:
             staged.temporary(dst / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n",
