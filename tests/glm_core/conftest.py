@@ -4,10 +4,10 @@ import shutil
 
 import mindspore as ms
 import pytest
-from torch_free_weights import read_hf_folder
+from torch_free_weights import read_mindformers_state
 
 from glm_core import GLMChatModel, GLMConfig, GLMForPreTraining
-from glm_core.checkpoint import load_state, mindformers_name, save_checkpoint
+from glm_core.checkpoint import load_state, save_checkpoint
 from glm_tokenizer import ChatGLMTokenizer
 
 TOKENIZER_FILES = ("ice_text.model", "tokenizer_config.json")
@@ -23,12 +23,7 @@ def golden_config(golden_hf_dir) -> GLMConfig:
 @pytest.fixture(scope="session")
 def golden_state(golden_hf_dir) -> dict:
     """The golden weights under MindFormers' names (float16 arrays, as on disk)."""
-    state = {}
-    for name, array in read_hf_folder(golden_hf_dir).items():
-        target = mindformers_name(name)
-        if target is not None:
-            state[target] = array
-    return state
+    return read_mindformers_state(golden_hf_dir)
 
 
 @pytest.fixture(scope="session")

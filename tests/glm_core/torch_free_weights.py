@@ -59,3 +59,16 @@ def read_hf_folder(folder) -> dict:
     for shard in sorted(set(index["weight_map"].values())):
         tensors.update(read_torch_bin(folder / shard))
     return tensors
+
+
+def read_mindformers_state(folder) -> dict:
+    """The tensors of a sharded HF folder under MindFormers' names (arrays in their stored dtype);
+    ``inv_freq`` buffers dropped, as the MindSpore checkpoint drops them."""
+    from glm_core.names import mindformers_name
+
+    state = {}
+    for name, array in read_hf_folder(folder).items():
+        target = mindformers_name(name)
+        if target is not None:
+            state[target] = array
+    return state

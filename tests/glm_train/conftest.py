@@ -14,10 +14,10 @@ import mindspore as ms
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "glm_core"))
-from torch_free_weights import read_hf_folder
+from torch_free_weights import read_mindformers_state
 
 from glm_core import GLMChatModel, GLMConfig
-from glm_core.checkpoint import load_state, mindformers_name
+from glm_core.checkpoint import load_state
 from glm_tokenizer import ChatGLMTokenizer
 
 ADGEN_SAMPLE = Path(__file__).parents[2] / "packages" / "glm-data" / "src" / "glm_data" / "sample"
@@ -33,12 +33,7 @@ def golden_config(golden_hf_dir) -> GLMConfig:
 @pytest.fixture(scope="session")
 def golden_state(golden_hf_dir) -> dict:
     """The golden weights under MindFormers' names (float16 arrays, as on disk)."""
-    state = {}
-    for name, array in read_hf_folder(golden_hf_dir).items():
-        target = mindformers_name(name)
-        if target is not None:
-            state[target] = array
-    return state
+    return read_mindformers_state(golden_hf_dir)
 
 
 @pytest.fixture(scope="session")
