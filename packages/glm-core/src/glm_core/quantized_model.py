@@ -15,9 +15,12 @@ import dataclasses
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import initializer
 
 from glm_core import quantize as formats
 from glm_core.model import GLMForPreTraining, Linear
+
+_MINDSPORE_DTYPES = {"float16": ms.float16, "int8": ms.int8, "int4": ms.uint8}
 
 
 class QuantizedLinear(nn.Cell):
@@ -33,20 +36,22 @@ class QuantizedLinear(nn.Cell):
                  group_size: int = formats.DEFAULT_GROUP_SIZE, weight: np.ndarray | None = None,
                  scale: np.ndarray | None = None):
         """``weight``/``scale``: stored values (see :func:`glm_core.quantize.quantize`); without them, zeros
-        (untouched memory) for a checkpoint to fill."""
+        that MindSpore allocates only when they are used, for a checkpoint to replace."""
         super().__init__()
         formats.check_storage(storage, in_features, group_size)
         if storage == "float32":
             raise ValueError("QuantizedLinear holds float16, int8 or int4 weights; float32 is the plain Linear")
         weight_shape, scale_shape = formats.stored_shapes(storage, (out_features, in_features), group_size)
-        if weight is None:
-            weight = np.zeros(weight_shape, formats.storage_dtype(storage))
-            scale = None if scale_shape is None else np.zeros(scale_shape, np.float16)
-        self.weight = Parameter(Tensor.from_numpy(weight), name="weight", requires_grad=False)
-        self.weight_scale = (Parameter(Tensor.from_numpy(scale), name="weight_scale", requires_grad=False)
-                             if scale_shape is not None else None)
-        self.bias = (Parameter(Tensor.from_numpy(np.zeros(out_features, np.float32)), name="bias",
-                               requires_grad=False) if bias else None)
+        weight_dtype = _MINDSPORE_DTYPES[storage]
+        self.weight = Parameter(Tensor.from_numpy(weight) if weight is not None else
+                                initializer("zeros", weight_shape, weight_dtype), name="weight", requires_grad=False)
+        self.weight_scale = None
+        if scale_shape is not None:
+            self.weight_scale = Parameter(Tensor.from_numpy(scale) if scale is not None else
+                                          initializer("zeros", scale_shape, ms.float16), name="weight_scale",
+                                          requires_grad=False)
+        self.bias = (Parameter(initializer("zeros", (out_features,), ms.float32), name="bias", requires_grad=False)
+                     if bias else None)
         self.storage, self.group_size = storage, group_size
         self.in_features, self.out_features = in_features, out_features
         self.matmul = ops.MatMul(transpose_b=True)
@@ -121,15 +126,17 @@ def _check_quantizable(model: GLMForPreTraining, storage: str, group_size: int) 
                          f"them as {storage}")
 
 
-def _rest_for_kernels(model: GLMForPreTraining, embeddings: np.ndarray | None = None) -> None:
-    """The embeddings as float16 (``embeddings`` when given, else the model's own), the weights outside the
-    Linears (layernorms, biases) as float32, and the config saying float32 (what the kernels take)."""
+def _rest_for_kernels(model: GLMForPreTraining, for_checkpoint: bool = False) -> None:
+    """The embeddings as float16 (``for_checkpoint``: zeros allocated when used, for a checkpoint to replace),
+    the weights outside the Linears (layernorms, biases) as float32, and the config saying float32 (what the
+    kernels take)."""
     cell = model.transformer.word_embeddings
     table = cell.embedding_table
-    if embeddings is not None or table.dtype != ms.float16:
-        values = table.asnumpy().astype(np.float16) if embeddings is None else embeddings
+    if for_checkpoint or table.dtype != ms.float16:
+        values = (initializer("zeros", table.shape, ms.float16) if for_checkpoint else
+                  Tensor.from_numpy(table.asnumpy().astype(np.float16)))
         # A new parameter: set_data keeps a parameter's dtype, and set_dtype would convert the old values first.
-        cell.embedding_table = Parameter(Tensor.from_numpy(values), name=table.name, requires_grad=False)
+        cell.embedding_table = Parameter(values, name=table.name, requires_grad=False)
     for parameter in model.get_parameters():
         if parameter.dtype == ms.float16 and parameter.name.endswith((".gamma", ".beta", ".bias")):
             parameter.set_dtype(ms.float32)
@@ -178,8 +185,7 @@ def prepare_for_checkpoint(model: GLMForPreTraining, storage: str, group_size: i
         out_features, in_features = linear.weight.shape
         _replace(parent, attribute, prefix, QuantizedLinear(in_features, out_features, linear.bias is not None,
                                                             storage, group_size))
-    shape = model.transformer.word_embeddings.embedding_table.shape
-    _rest_for_kernels(model, np.zeros(shape, np.float16))
+    _rest_for_kernels(model, for_checkpoint=True)
     return model
 
 
