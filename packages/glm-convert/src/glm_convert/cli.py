@@ -26,6 +26,14 @@ from glm_core.quantize import DEFAULT_GROUP_SIZE
 EXIT_BAD_INPUT = 2  # as argparse uses for unusable arguments
 
 
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line and exit status 2 (argparse prints its usage above them);
+    its subcommands' parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
 def _add_common_options(parser: argparse.ArgumentParser, on_command: bool) -> None:
     """Options accepted before and after the command. On a command their defaults are SUPPRESS, so that
     a value given before the command is not overwritten by the command's default."""
@@ -45,7 +53,7 @@ def _add_dtype_option(parser: argparse.ArgumentParser, on_command: bool) -> None
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``glm-convert`` argument parser: the two commands, and MindFormers' flags without a command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="glm-convert",
         description="Convert Hugging Face ChatGLM-6B checkpoints to MindSpore .ckpt (MindFormers' names) and back.",
     )

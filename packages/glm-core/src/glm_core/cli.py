@@ -61,6 +61,14 @@ def add_sampling_defaults(parser: argparse.ArgumentParser, top_p: float, tempera
                              f"(default: {'sample' if do_sample else 'greedy'})")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line and exit status 2 (argparse prints its usage above them);
+    its subcommands' parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="divide the scores of tokens already present by P (default: 1.0)")
     sampling.add_argument("--seed", type=int, help="random seed of the sampler, for repeatable samples")
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="glm", description="Chat with, generate from and inspect ChatGLM-6B models in MindSpore (CPU, "
                                 "graph mode).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -21,8 +21,15 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 SUBCOMMANDS = ("merge-lora", "compare", "launch", "hccl-table", "merge-hccl", "merge")  # see _subcommands
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line and exit status 2 (argparse prints its usage above them)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="glm-train",
         description="Fine-tune, evaluate and run ChatGLM-6B on MindSpore, configured by MindFormers' YAML run "
                     "configs. Tool subcommands (each with --help): "
@@ -83,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommands = _subcommands() if argv and argv[0] in SUBCOMMANDS else {}
     if subcommands:
         add_arguments, run_command, description = subcommands[argv[0]]
-        parser = argparse.ArgumentParser(prog=f"glm-train {argv[0]}", description=description)
+        parser = OneLineErrorParser(prog=f"glm-train {argv[0]}", description=description)
         add_arguments(parser)
         parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
         args = parser.parse_args(argv[1:])
