@@ -7,7 +7,8 @@ tokens, and prints beside the decode speed the machine's ceiling: the best bandw
 matrix-vector product over the LM head's matrix, in either layout, and the tokens/s it allows for the bytes
 a step reads. ``--weights`` stores the Linears as float32, float16, int8 or int4 (``model.quantize``), each
 in turn in the same run, from the same random weights; the speed of each is also given as a multiple of
-float32's when that is among them. Decode time is wall time per step, its
+float32's when that is among them, and its quality: how often a full forward over the prompt picks float32's
+top token, and how far its logits move. Decode time is wall time per step, its
 inputs and its token choice included (``GenerationStats``). The ceiling is measured right before and
 right after every timed generation, and each generation is compared with the better of its two: on a
 shared machine the bandwidth drifts by 10-20 % within a minute, and a ceiling taken at another moment
@@ -79,20 +80,22 @@ def main() -> None:
     model = GLMForPreTraining(config)
     model.init_parameters_data()
     weights = state_dict(model)  # every storage starts from these
-    del model
     rng = np.random.default_rng(0)
     prompt = [*rng.integers(10, 1000, size=args.prompt - 2).tolist(), config.gmask_token_id, config.bos_token_id]
+    reference = model(ms.Tensor([prompt], ms.int32)).asnumpy()[0]  # float32 logits at every prompt position
+    del model
     speeds = {}
     for storage in args.weights:
-        speeds[storage] = measure(config, weights, storage, args, np.array([prompt]))
+        speeds[storage] = measure(config, weights, storage, args, np.array([prompt]), reference)
         if "float32" in speeds and storage != "float32":
             print(f"{storage} decodes {speeds[storage] / speeds['float32']:.2f}x as fast as float32 in this run")
         print()
 
 
-def measure(config: GLMConfig, weights: dict, storage: str, args: argparse.Namespace, ids: np.ndarray) -> float:
+def measure(config: GLMConfig, weights: dict, storage: str, args: argparse.Namespace, ids: np.ndarray,
+            reference: np.ndarray) -> float:
     """Build ``config``'s model from ``weights`` with its Linears in ``storage``, time its decoding and print the
-    figures; returns the best decode tokens/s."""
+    figures, and its logits over ``ids`` against float32's ``reference``; returns the best decode tokens/s."""
     start = time.perf_counter()
     model = GLMForPreTraining(config)
     load_state(model, weights)
@@ -133,6 +136,12 @@ def measure(config: GLMConfig, weights: dict, storage: str, args: argparse.Names
     print(f"decode reaches {np.median(shares):.0f}% of the ceiling (median of {args.runs} runs; at "
           f"{np.median(ceilings):.1f} GB/s the ceiling is {np.median(ceilings) * 1e9 / step_bytes:.1f} tokens/s "
           f"for {step_bytes / 1e6:.1f} MB a step)")
+    if storage != "float32":
+        logits = model(ms.Tensor(ids, ms.int32)).asnumpy()[0]
+        delta = np.abs(logits - reference)
+        print(f"quality: float32's top token at {(logits.argmax(-1) == reference.argmax(-1)).mean():.1%} of "
+              f"{len(logits)} prompt positions; logit deltas max {delta.max():.4f}, mean {delta.mean():.5f} "
+              f"(float32 logits: std {reference.std():.3f})")
     return best.decode_tokens_per_second
 
 
