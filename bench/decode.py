@@ -77,6 +77,7 @@ def main() -> None:
     kernels.configure_cpu_threads(args.threads)  # the kernels get --threads, MindSpore's small ops one
     # A plain preset, as a user builds it: generation takes the kernels whatever use_past says.
     config = GLMConfig.from_name(args.config, seq_length=max(512, args.prompt + args.new))
+    ms.set_seed(0)  # the same random weights in every run: the quality figures depend on them
     model = GLMForPreTraining(config)
     model.init_parameters_data()
     weights = state_dict(model)  # every storage starts from these
