@@ -42,10 +42,12 @@ def stored_weights(storage, out_features, in_features, seed, group_size=32):
 
 
 # Odd sizes where the storage allows them: inputs off the 16-lane width and the two-vector int8 step, outputs
-# off the 6-row tile; int4 rows are whole 32-input blocks.
-SHAPES = {"float16": [(1, 1024, 300), (7, 40, 37), (13, 33, 9), (5, 7, 1)],
-          "int8": [(1, 1024, 300), (7, 40, 37), (13, 33, 9), (5, 7, 1), (2, 48, 11)],
-          "int4": [(1, 1024, 300), (7, 64, 37), (13, 96, 9), (4, 32, 6)]}
+# off the 6-row tile and the 4-row decode tiles; int4 rows are whole 32-input blocks. A decode step over more than
+# 4096 inputs reads 4 rows side by side in every storage (float32 included).
+SHAPES = {"float32": [(1, 4160, 13), (1, 4097, 6)],
+          "float16": [(1, 1024, 300), (7, 40, 37), (13, 33, 9), (5, 7, 1), (1, 4113, 11)],
+          "int8": [(1, 1024, 300), (7, 40, 37), (13, 33, 9), (5, 7, 1), (2, 48, 11), (1, 4113, 11)],
+          "int4": [(1, 1024, 300), (7, 64, 37), (13, 96, 9), (4, 32, 6), (1, 4160, 13)]}
 CASES = [(storage, *shape) for storage, shapes in SHAPES.items() for shape in shapes]
 
 
@@ -60,7 +62,7 @@ def test_product_equals_numpy_dequantize_then_matmul(storage, rows, inner, out):
     assert (np.abs(result - reference) <= 4 * np.finfo(np.float32).eps * magnitude + 1e-30).all()
 
 
-@pytest.mark.parametrize("storage, rows, inner, out", [case for case in CASES if case[0] != "int8"])
+@pytest.mark.parametrize("storage, rows, inner, out", [case for case in CASES if case[0] in ("float16", "int4")])
 def test_float16_and_int4_give_the_float32_kernels_bits_over_the_dequantized_matrix(storage, rows, inner, out):
     """A float16 or int4 value times its scale is exact in float32, and the sums run in the float32 order."""
     _, stored, scales = stored_weights(storage, out, inner, seed=inner + out)
@@ -69,11 +71,12 @@ def test_float16_and_int4_give_the_float32_kernels_bits_over_the_dequantized_mat
     np.testing.assert_array_equal(kernel_product(x, stored, scales), kernel_product(x, dequantized, None))
 
 
-@pytest.mark.parametrize("storage", ["float16", "int8", "int4"])
-def test_each_row_is_bitwise_the_same_alone_in_a_batch_and_on_any_thread_count(storage):
+@pytest.mark.parametrize("storage, inner", [("float16", 96), ("int8", 96), ("int4", 96), ("float32", 4160),
+                                            ("float16", 4160), ("int8", 4160), ("int4", 4160)])
+def test_each_row_is_bitwise_the_same_alone_in_a_batch_and_on_any_thread_count(storage, inner):
     """What makes a decode step give a whole prompt's logits: the order of the sums never depends on the tiling."""
-    _, stored, scales = stored_weights(storage, 50, 96, seed=3)
-    x = np.random.default_rng(0).standard_normal((11, 96), dtype=np.float32)
+    _, stored, scales = stored_weights(storage, 50, inner, seed=3)
+    x = np.random.default_rng(0).standard_normal((11, inner), dtype=np.float32)
     full = kernel_product(x, stored, scales, threads=2)
     for row in range(len(x)):
         np.testing.assert_array_equal(kernel_product(x[row:row + 1], stored, scales, threads=1 + row % 3),

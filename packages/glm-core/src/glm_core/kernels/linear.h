@@ -290,6 +290,12 @@ struct Product {
     for (; r < rows; ++r) tile<1, C>(r, j);
   }
 
+  // A decode step's x of more inputs than this leaves the L1 cache to the streaming weights only in part: each
+  // row would read all of it again from L2 (4 bytes of x per byte of int8 weights), so WIDE_DECODE_ROWS rows
+  // share each load of it (ChatGLM-6B's dense_4h_to_h, 16384 inputs: 1.5-1.9x faster here in every storage).
+  static constexpr int64_t INPUTS_IN_L1 = 4096;
+  static constexpr int WIDE_DECODE_ROWS = 4;
+
   // Outputs begin..end-1 of every row: each weight row is read once, OUTPUT_TILE rows at a time, which
   // shares each load of x among them. A single row of x (a decode step) has nothing to share, and reads
   // float32 weights one row after the other instead: a single stream, which the CPU prefetches best (8-15 %
@@ -300,6 +306,8 @@ struct Product {
     int64_t j = begin;
     if (rows > 1)
       for (; j + W::PREFILL_COLUMNS <= end; j += W::PREFILL_COLUMNS) columns<W::PREFILL_COLUMNS>(j);
+    else if (k > INPUTS_IN_L1)
+      for (; j + WIDE_DECODE_ROWS <= end; j += WIDE_DECODE_ROWS) columns<WIDE_DECODE_ROWS>(j);
     else
       for (; j + W::DECODE_ROWS <= end; j += W::DECODE_ROWS) columns<W::DECODE_ROWS>(j);
     for (; j < end; ++j) columns<1>(j);
