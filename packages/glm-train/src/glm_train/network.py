@@ -7,6 +7,10 @@ As in the original, ``lm_head`` is the word embedding table itself (one paramete
 both uses, one set of optimizer state: 535 M parameters not held twice for ChatGLM-6B). Parameter names are
 MindFormers' (``transformer.layers.0.attention.query_key_value.weight`` …); checkpoints written from this
 network add ``lm_head.weight``, a copy of the table, so glm-core's inference models load them as they are.
+
+The lookup is split from the rest (:meth:`GLMForTraining.embed`, :meth:`GLMForTraining.loss_from_embeddings`)
+so that the train step can add the lookup's gradient, a few rows, into the head's dense table gradient
+instead of differentiating the lookup into a second dense table and summing the two.
 """
 
 from __future__ import annotations
@@ -46,11 +50,21 @@ class GLMForTraining(nn.Cell):
 
     def logits(self, input_ids):
         """float32 logits ``[batch, seq, vocab]``."""
-        return self.head_logits(self.hidden_states(input_ids))
+        return self.head_logits(self.hidden_states(self.embed(input_ids), input_ids))
 
-    def hidden_states(self, input_ids):
+    def embed(self, input_ids):
+        """The word embeddings of ``input_ids``: ``[batch, seq, hidden]`` rows of the tied table."""
+        return self.transformer.word_embeddings(input_ids)
+
+    def hidden_states(self, embedded, input_ids):
+        """The final layernorm's output ``[batch, seq, hidden]`` for embedded ``input_ids``: glm-core's
+        ``GLMTransformer`` after its lookup, through the same blocks."""
         position_ids, mask = positions_and_mask(input_ids, self.config)
-        return self.transformer(input_ids, position_ids, mask)
+        rotary = self.transformer.rotary(position_ids)
+        x = embedded.astype(self.compute_dtype)
+        for layer in self.transformer.layers:
+            x = layer(x, rotary, mask)
+        return self.transformer.final_layernorm(x)
 
     def head_logits(self, hidden):
         """float32 logits of hidden states ``[batch, n, hidden]`` through the tied head."""
@@ -60,7 +74,11 @@ class GLMForTraining(nn.Cell):
         return self.head(flat, table).astype(ms.float32).reshape(batch, length, -1)
 
     def construct(self, input_ids, labels):
-        hidden = self.hidden_states(input_ids)
+        return self.loss_from_embeddings(self.embed(input_ids), input_ids, labels)
+
+    def loss_from_embeddings(self, embedded, input_ids, labels):
+        """The loss of ``construct`` from the embedded ``input_ids`` (``embed``'s output)."""
+        hidden = self.hidden_states(embedded, input_ids)
         seq = input_ids.shape[1]
         if self.loss_window is None or self.loss_window >= seq - 1:
             logits, targets = self.head_logits(hidden[:, :-1]), labels[:, 1:]

@@ -7,6 +7,11 @@ Everything runs in the graph: the forward, the backward, gradient accumulation o
 one step (unrolled, so there is one graph and no gradient buffers), dynamic loss scaling for float16, global
 norm clipping and the optimizer. A step whose gradients overflow changes no weight and halves the scale,
 as MindFormers' ``MFTrainOneStepCell`` does.
+
+Memory: beside the weights and Adam's two moments, a step holds one gradient per weight and, for a moment
+each, a second copy of the tied embedding table's gradient (the largest: 130528 rows). The table's two uses
+make one gradient (the head's dense product, the lookup's rows added into it, not a second dense table), and
+unscaling and clipping multiply each gradient just before its own update (not all of them at once).
 """
 
 from __future__ import annotations
@@ -61,31 +66,64 @@ def decays(parameter) -> bool:
     return "layernorm" not in name and "bias" not in name
 
 
+class ScaledAdamWeightDecay(nn.AdamWeightDecay):
+    """MindSpore's ``AdamWeightDecay`` (its fused in-place kernel, the same state and checkpoint names) called as
+    ``optimizer(gradients, factor)``: each parameter is updated with its gradient times ``factor`` (a scalar
+    tensor, or ``None`` for the gradients as they are). The product is made just before that parameter's
+    update, and the parameters are updated smallest first, so the largest gradient's copy is made when the
+    others have been used; multiplying all the gradients first would hold a second copy of all of them."""
+
+    def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
+        super().__init__(params, learning_rate, beta1, beta2, eps, weight_decay)
+        self.update_order = sorted(range(len(self._parameters)), key=lambda index: self._parameters[index].size)
+
+    def construct(self, gradients, factor=None):
+        if self.use_parallel:  # the parallel optimizer broadcasts its shards: MindSpore's own update does that
+            return super().construct(gradients if factor is None else tuple(grad * factor for grad in gradients))
+        weight_decay = self.get_weight_decay()
+        lr = self.get_lr()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        updated = ()
+        for index in self.update_order:
+            parameter = self._parameters[index]
+            gradient = gradients[index] if factor is None else gradients[index] * factor
+            decay = weight_decay[index] if self.is_group else weight_decay
+            updated += (self.fused_opt(parameter, self.moments1[index], self.moments2[index],
+                                       lr[index] if self.is_group_lr else lr, self.beta1, self.beta2, self.eps,
+                                       decay if self.decay_flags[index] else 0.0, gradient.astype(parameter.dtype)),)
+        return updated
+
+
 def make_optimizer(trainable, schedule, beta1: float, beta2: float, eps: float, weight_decay: float):
-    """AdamWeightDecay over ``trainable`` with MindFormers' two groups (decayed, not decayed)."""
+    """:class:`ScaledAdamWeightDecay` over ``trainable`` with MindFormers' two groups (decayed, not decayed)."""
     decayed = [p for p in trainable if decays(p)]
     kept = [p for p in trainable if not decays(p)]
     groups = [group for group in ({"params": decayed, "weight_decay": weight_decay},
                                   {"params": kept, "weight_decay": 0.0}) if group["params"]]
-    return nn.AdamWeightDecay(groups, learning_rate=schedule, beta1=beta1, beta2=beta2, eps=eps)
+    return ScaledAdamWeightDecay(groups, learning_rate=schedule, beta1=beta1, beta2=beta2, eps=eps)
 
 
 class TrainStep(nn.Cell):
     """``step(input_ids, labels) -> (loss, overflow, loss_scale, grad_norm)`` for ``[micro_batches, batch, seq]``
     int32 inputs: one optimizer update from the gradients of all micro-batches (see the module docstring).
 
+    ``network``: a :class:`glm_train.network.GLMForTraining`; ``optimizer``: :func:`make_optimizer`'s.
     ``max_grad_norm``: clip the gradients' global norm to it (``None``: no clipping). ``loss_scale``:
     :class:`LossScaleSettings` for dynamic scaling (float16), ``None`` for none (float32).
     """
 
-    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, micro_batches: int = 1,
+    def __init__(self, network: nn.Cell, optimizer: ScaledAdamWeightDecay, micro_batches: int = 1,
                  max_grad_norm: float | None = 1.0, loss_scale: LossScaleSettings | None = None):
         super().__init__(auto_prefix=False)  # keep the network's checkpoint names
         self.network, self.optimizer = network, optimizer
         self.weights = ms.ParameterTuple(optimizer.parameters)
         self.micro_batches = micro_batches
         self.max_grad_norm = max_grad_norm
-        self.gradients = ops.GradOperation(get_by_list=True, sens_param=True)
+        # the gradients of the weights and of the embedded inputs (the lookup's rows of the table's gradient)
+        self.gradients = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
+        table = network.transformer.word_embeddings.embedding_table
+        trained_table = [index for index, weight in enumerate(self.weights) if weight.name == table.name]
+        self.table_index = trained_table[0] if trained_table else None  # None: a frozen table (LoRA)
         self.scaled = loss_scale is not None
         scale = loss_scale.loss_scale_value if self.scaled else 1.0
         self.scale_sense = Parameter(Tensor(scale, ms.float32), name="scale_sense", requires_grad=False)
@@ -97,11 +135,19 @@ class TrainStep(nn.Cell):
 
     def loss_and_gradients(self, input_ids, labels, scale):
         """One micro-batch's loss and the gradients of ``loss · scale``."""
-        loss = self.network(input_ids, labels)
+        embedded = self.network.embed(input_ids)
+        loss = self.network.loss_from_embeddings(embedded, input_ids, labels)
         if self.data_parallel is not None:
             share = self.data_parallel.share(labels)
             loss, scale = loss * share, scale * share
-        grads = self.gradients(self.network, self.weights)(input_ids, labels, scale.astype(loss.dtype))
+        inputs, grads = self.gradients(self.network.loss_from_embeddings, self.weights)(
+            embedded, input_ids, labels, scale.astype(loss.dtype))
+        if self.table_index is not None:
+            # the tied table: the head's gradient (in grads) plus the lookup's, each looked-up row's gradient
+            index, rows = self.table_index, inputs[0]
+            table = ops.tensor_scatter_add(grads[index], input_ids.reshape(-1, 1),
+                                           rows.reshape(-1, rows.shape[-1]).astype(grads[index].dtype))
+            grads = (*grads[:index], table, *grads[index + 1:])
         return loss, grads
 
     def construct(self, input_ids, labels):
@@ -116,19 +162,19 @@ class TrainStep(nn.Cell):
         loss = loss / self.micro_batches
         grads = tuple(grad if grad.dtype == ms.float32 else grad.astype(ms.float32) for grad in grads)
         # The gradients hold scale · micro_batches times the mean gradient. Unscaling and clipping are one
-        # multiply of every gradient (a copy of all of them), and none when neither is needed.
+        # factor, which the optimizer multiplies each gradient by as it updates (none when neither is needed).
         overflow = ops.logical_not(ms.amp.all_finite(grads))
         if self.scaled:
             overflow = self.scale_update(self.scale_sense, overflow)
         divisor = scale * self.micro_batches
         grad_norm = ops.sqrt(ops.addn([ops.reduce_sum(ops.square(grad)) for grad in grads]))
         grad_norm = grad_norm / divisor
+        factor = None
         if self.max_grad_norm is not None:
             # as MindFormers' ClipGradNorm (and torch's clip_grad_norm_): scale by max_norm / (norm + 1e-6) if < 1
             factor = ops.minimum(self.max_grad_norm / (grad_norm + 1e-6), 1.0) / divisor
-            grads = tuple(grad * factor for grad in grads)
         elif self.scaled or self.micro_batches > 1:
-            grads = tuple(grad / divisor for grad in grads)
+            factor = 1.0 / divisor
         if not overflow:
-            loss = ops.depend(loss, self.optimizer(grads))
+            loss = ops.depend(loss, self.optimizer(grads, factor))
         return loss, overflow, scale, grad_norm
