@@ -5,7 +5,10 @@
 Each mode runs in a fresh process (so its peak RSS is its own): the glm_bench network (8 layers, hidden 1024,
 the real 130528-row vocabulary, float32, random weights), random ADGEN-like records (the first half of each
 sequence is prompt, labelled -100), one TrainStep with AdamWeightDecay and gradient clipping. Printed per
-mode: compile time (the first step), the median step time, tokens/s, peak RSS and optimizer-state bytes.
+mode: compile time (the first step), the median step time, tokens/s, peak RSS and optimizer-state bytes, and
+where the peak goes: the process before the network is built (Python, MindSpore), the weights, Adam's moments,
+one gradient per trained weight, and the rest (activations, the tied table's second gradient for a moment,
+logits, the memory pool's slack).
 
 The ceiling beside them: numpy's float32 matrix product on this machine (GFLOP/s, best of a few calls on a
 training-sized product), against which a step's arithmetic (6 × parameters × tokens: the forward and both
@@ -48,8 +51,9 @@ def run_mode(mode: str, steps: int, batch: int, seq: int, threads: int, window: 
     from glm_core import GLMConfig
     from glm_core.lora import LoRAConfig, apply_lora
     from glm_train.network import GLMForTraining
-    from glm_train.train_step import TrainStep, WarmupPolynomialDecay, make_optimizer
+    from glm_train.train_step import TrainStep, WarmupPolynomialDecay, compile_step, make_optimizer
 
+    base_rss = current_rss_gb()
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     ms.set_seed(0)
     ms.device_context.cpu.op_tuning.threads_num(threads)
@@ -71,6 +75,7 @@ def run_mode(mode: str, steps: int, batch: int, seq: int, threads: int, window: 
     labels[..., :prompt] = -100
     inputs = (ms.Tensor(input_ids), ms.Tensor(labels))
     start = time.perf_counter()
+    compile_step(step, *inputs)
     step(*inputs)[0].asnumpy()
     compile_seconds = time.perf_counter() - start
     times = []
@@ -85,13 +90,21 @@ def run_mode(mode: str, steps: int, batch: int, seq: int, threads: int, window: 
     per_weight = 6 if mode == "full" else 4
     flops = per_weight * ((parameters - head) * batch * seq + head * head_tokens)
     trained = sum(p.size for p in trainable)
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     optimizer_bytes = sum(p.asnumpy().nbytes for p in optimizer.get_parameters()
                           if p.name.startswith(("adam_m.", "adam_v.")))
     return {"mode": mode, "compile_seconds": compile_seconds, "step_seconds": statistics.median(times),
-            "tokens_per_second": batch * seq / statistics.median(times),
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "tokens_per_second": batch * seq / statistics.median(times), "peak_rss_gb": peak_rss_gb,
+            "base_rss_gb": base_rss, "weight_bytes": sum(p.asnumpy().nbytes for p in network.get_parameters()),
+            "gradient_bytes": sum(p.asnumpy().nbytes for p in trainable),
             "optimizer_state_bytes": optimizer_bytes, "parameters": parameters, "trained_parameters": trained,
             "flops": flops}
+
+
+def current_rss_gb() -> float:
+    """This process's resident memory now, in GiB (Linux)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 2 ** 20
 
 
 def main() -> None:
@@ -135,6 +148,12 @@ def main() -> None:
               f"{result['optimizer_state_bytes'] / 2 ** 20:,.1f} MiB for {result['trained_parameters']:,} trained "
               f"parameters | {flops / result['step_seconds'] / 1e9:.0f} GFLOP/s = "
               f"{flops / result['step_seconds'] / 1e9 / ceiling:.0%} of the ceiling")
+        parts = {"before the network": result["base_rss_gb"], "weights": result["weight_bytes"] / 2 ** 30,
+                 "Adam moments": result["optimizer_state_bytes"] / 2 ** 30,
+                 "gradients": result["gradient_bytes"] / 2 ** 30}
+        rest = result["peak_rss_gb"] - sum(parts.values())
+        print(f"{'':6s}peak RSS = " + " + ".join(f"{name} {gb:.2f}" for name, gb in parts.items())
+              + f" + the rest {rest:.2f} GB (activations, logits, the table's gradient copy, pool slack)")
 
 
 if __name__ == "__main__":

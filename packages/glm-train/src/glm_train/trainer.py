@@ -308,6 +308,11 @@ def finetune(config: dict[str, Any], resume: str | bool | None = None, rank: int
     directory.mkdir(parents=True, exist_ok=True)
     history = _truncate_log(log_file, state.step)
     result = TrainResult(steps=state.step, log_file=log_file, optimizer_state_bytes=optimizer_state_bytes(training))
+    if state.step < total_steps:
+        from glm_train.train_step import compile_step
+
+        first = order.indices(state.epoch, state.batches_done)
+        compile_step(training.step, input_ids[first], labels[first])
     bar = _progress_bar(total_steps, state.step, progress)
     started = time.perf_counter()
     try:
