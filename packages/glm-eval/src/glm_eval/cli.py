@@ -217,7 +217,26 @@ def run_score(args: argparse.Namespace) -> dict[str, float | int]:
 
 
 def _raise_terminated(signum, frame):
+    # Closing the worker pool can hang for good when its workers died with this process (a job scheduler
+    # signals the whole group): from here on a deadline ends the process whatever the pool does.
+    deadline = threading.Timer(EXIT_GRACE_SECONDS, _exit_terminated)
+    deadline.daemon = True
+    deadline.start()
     raise _Terminated
+
+
+_said_terminated = threading.Event()
+
+
+def _say_terminated() -> None:
+    if not _said_terminated.is_set():
+        _said_terminated.set()
+        print("glm-eval: terminated", file=sys.stderr, flush=True)
+
+
+def _exit_terminated() -> None:
+    _say_terminated()
+    os._exit(EXIT_TERMINATED)
 
 
 @contextlib.contextmanager
@@ -254,11 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("glm-eval: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except _Terminated:
-        print("glm-eval: terminated", file=sys.stderr)
-        # Exit normally, but not forever: worker processes terminated with this one (a job scheduler
-        # signals the whole group) may have died mid-reply, and closing their pool waits for that reply.
-        deadline = threading.Timer(EXIT_GRACE_SECONDS, os._exit, (EXIT_TERMINATED,))
-        deadline.daemon = True
-        deadline.start()
+        _say_terminated()  # and exit normally, within the deadline the signal set
         return EXIT_TERMINATED
     return 0
