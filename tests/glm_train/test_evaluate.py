@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from glm_core import generate
 from glm_data import DataError, adgen_to_mindrecord
 from glm_eval import score
 from glm_train.evaluate import METRICS_NAME, PREDICTIONS_NAME, evaluate, read_eval_records
-from glm_train.predict import atomic_text_file
+from glm_train.predict import RUN_GENERATION, atomic_text_file
 
 MAX_TARGET_LENGTH = 32  # tokens of an answer, as the records are made and as eval generates
 EXAMPLES = 16  # records evaluated: with batches of 6, the last batch holds 4
@@ -46,7 +47,8 @@ def test_metrics_file_holds_glm_eval_scores_of_the_written_predictions(batched_r
     assert {key: written[key] for key in expected} == expected
     assert expected["bleu-4"] > 0 and expected["rouge-l"] > 0  # the golden model's answers share a few characters
     assert written["n"] == EXAMPLES
-    assert written["generation"]["max_new_tokens"] == MAX_TARGET_LENGTH
+    generation = RUN_GENERATION.updated(max_new_tokens=MAX_TARGET_LENGTH)
+    assert written["generation"] == {"batch_size": 6, **asdict(generation)}
 
 
 def test_predictions_follow_the_records_in_order(batched_run, adgen_dev_file):

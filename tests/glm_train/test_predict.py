@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from glm_core.generation import GenerationConfig
 from glm_train.predict import PromptFileError, predict, read_prompts
 
 PROMPTS = ["你好", "类型#裙*版型#显瘦*风格#休闲", "请介绍一下华为", "hello", "类型#上衣*颜色#白色"]
@@ -33,6 +34,25 @@ def test_greedy_responses_are_what_chat_answers_in_a_first_round(chat_model, tok
     answers = [chat_model.chat(tokenizer, prompt, do_sample=False, max_new_tokens=MAX_NEW_TOKENS)[0]
                for prompt in PROMPTS]
     assert [row["response"] for row in rows] == answers
+
+
+def test_the_generation_config_reaches_every_answer(chat_model, tokenizer, tmp_path):
+    penalised = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, repetition_penalty=1.5)
+    rows = predict(chat_model, tokenizer, PROMPTS, tmp_path / "out.jsonl", penalised, batch_size=2, progress=False)
+    answers = [chat_model.chat(tokenizer, prompt, config=penalised)[0] for prompt in PROMPTS]
+    greedy = [chat_model.chat(tokenizer, prompt, do_sample=False, max_new_tokens=MAX_NEW_TOKENS)[0]
+              for prompt in PROMPTS]
+    assert [row["response"] for row in rows] == answers
+    assert answers != greedy  # the penalty changes what the tiny model says
+
+
+def test_a_config_without_max_new_tokens_or_with_an_unknown_option_is_refused(chat_model, tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="need max_new_tokens"):
+        predict(chat_model, tokenizer, PROMPTS, tmp_path / "out.jsonl", GenerationConfig(max_length=64),
+                progress=False)
+    with pytest.raises(TypeError, match=r"unknown generation option\(s\) top_n"):
+        predict(chat_model, tokenizer, PROMPTS, tmp_path / "out.jsonl", top_n=5, progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_a_prompt_too_long_for_the_model_is_named(chat_model, tokenizer, tmp_path):

@@ -2,10 +2,12 @@
 
 import pytest
 
+from glm_core.generation import GenerationConfig
 from glm_core.lora import LoRAConfig
 from glm_train.run_config import (
     RunConfigError,
     checkpoint_callback,
+    generation_config,
     load_run_config,
     lora_config,
     model_config,
@@ -70,3 +72,35 @@ def test_the_finetune_config_holds_mindformers_training_values():
     assert config["lr_schedule"]["warmup_steps"] == 2000
     assert config["runner_wrapper"]["scale_sense"]["loss_scale_value"] == 2 ** 32
     assert checkpoint_callback(config)["save_checkpoint_steps"] == 500
+
+
+def test_eval_and_predict_generate_with_the_model_configs_sampling_keys(tmp_path):
+    path = write(tmp_path, "seed: 7\nmodel:\n  model_config:\n    do_sample: True\n    top_k: 0\n    top_p: 0.7\n"
+                           "    temperature: 0.95\n    repetition_penalty: 1.1\n"
+                           "eval_dataset:\n  max_target_length: 48\npredict:\n  max_new_tokens: 20\n")
+    sampling = dict(do_sample=True, top_k=0, top_p=0.7, temperature=0.95, repetition_penalty=1.1, seed=7)
+    assert generation_config(load_run_config(path, ["run_mode=eval"])) == GenerationConfig(max_new_tokens=48,
+                                                                                           **sampling)
+    assert generation_config(load_run_config(path, ["run_mode=predict"])) == GenerationConfig(max_new_tokens=20,
+                                                                                              **sampling)
+
+
+def test_the_shipped_infer_config_generates_greedily_as_mindformers_does():
+    config = generation_config(load_run_config("run_glm_6b_infer", ["run_mode=predict"]))
+    assert (config.do_sample, config.top_k, config.top_p, config.temperature, config.repetition_penalty) == (
+        False, 1, 1.0, 1.0, 1.0)
+    assert (config.max_new_tokens, config.seed) == (64, 0)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.model_config.temperature=0", r"run\.yaml: model\.model_config: need temperature > 0.*temperature=0,"),
+    ("model.model_config.top_p=1.5", r"run\.yaml: model\.model_config: need .*0 < top_p <= 1.*top_p=1\.5"),
+    ("model.model_config.top_p=high", r"run\.yaml: model\.model_config\.top_p must be a number, got 'high'"),
+    ("model.model_config.top_k=-1", r"run\.yaml: model\.model_config\.top_k must be an integer >= 0, got -1"),
+    ("model.model_config.do_sample=sometimes", r"model\.model_config\.do_sample must be true or false"),
+    ("predict.max_new_tokens=0", r"run\.yaml: predict\.max_new_tokens must be an integer >= 1, got 0"),
+    ("seed=-3", r"run\.yaml: seed must be an integer >= 0, got -3"),
+])
+def test_bad_generation_values_of_a_predict_run_are_refused_naming_the_key(tmp_path, override, message):
+    with pytest.raises(RunConfigError, match=message):
+        load_run_config(write(tmp_path, "run_mode: predict\n"), [override])

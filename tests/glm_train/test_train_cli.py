@@ -8,7 +8,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from glm_core.generation import GenerationConfig
 from glm_train.checkpoints import load_training_checkpoint
+from glm_train.predict import predict
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,21 @@ def test_a_fresh_run_refuses_an_output_folder_with_checkpoints(golden_model_dir,
     assert again.returncode == 2
     assert "already holds checkpoints" in again.stderr and "--resume" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_predict_run_generates_as_its_run_config_says(golden_model_dir, chat_model, tokenizer, tmp_path):
+    prompts = ["你好", "类型#裙*版型#显瘦"]
+    result = glm_train("--config", "run_glm_tiny_finetune", "--run_mode", "predict", "--no-progress",
+                       "--load_checkpoint", golden_model_dir, "--output_dir", tmp_path, "--predict_data", *prompts,
+                       "--set", "predict.max_new_tokens=16", "--set", "model.model_config.repetition_penalty=1.5",
+                       "--set", "model.model_config.do_sample=true")
+    assert result.returncode == 0, result.stderr
+    # MindFormers' top_k 1 (the config's default) leaves one token to sample: the penalised greedy answer
+    assert "do_sample with model.model_config.top_k 1 keeps only the most likely token" in result.stderr
+    expected = predict(chat_model, tokenizer, prompts, tmp_path / "expected.jsonl",
+                       GenerationConfig(max_new_tokens=16, repetition_penalty=1.5), batch_size=1, progress=False)
+    written = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert written == expected
 
 
 @pytest.mark.parametrize("args, message", [

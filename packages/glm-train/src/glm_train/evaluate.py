@@ -9,21 +9,30 @@ strips the predictions it writes. Two departures, both in the reference: the ori
 can match); here the reference stops before it. And no ``process_response``: it would turn the
 prediction's ASCII punctuation full-width while the tokenizer gives the reference ASCII punctuation.
 
-Greedy decoding by default, as MindFormers evaluates; ``do_sample=True`` samples with ``top_p=0.7,
-temperature=0.95`` as THUDM's evaluation does. Unlike MindFormers (batch 1 only), prompts run in batches.
+Greedy decoding by default, as MindFormers evaluates; ``do_sample=True`` samples with ``glm chat``'s
+``top_p`` and ``temperature``, as THUDM's evaluation does. Unlike MindFormers (batch 1 only), prompts run in
+batches.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
+from glm_core.generation import GenerationConfig
 from glm_data import DataError, read_records
 from glm_eval import score
-from glm_train.predict import atomic_text_file, batch_seed, check_lengths, generate_answers, write_json_line
+from glm_train.predict import (
+    RUN_GENERATION,
+    atomic_text_file,
+    batch_config,
+    check_lengths,
+    generate_answers,
+    write_json_line,
+)
 
 PREDICTIONS_NAME = "predictions.jsonl"
 METRICS_NAME = "metrics.json"
@@ -79,10 +88,9 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model, tokenizer, eval_file: str | os.PathLike, output_dir: str | os.PathLike, *,
-             batch_size: int = 8, max_new_tokens: int = 64, do_sample: bool = False, top_p: float = 0.7,
-             temperature: float = 0.95, seed: int = 0, limit: int | None = None,
-             progress: bool = True) -> EvaluationResult:
+def evaluate(model, tokenizer, eval_file: str | os.PathLike, output_dir: str | os.PathLike,
+             config: GenerationConfig | None = None, *, batch_size: int = 8, limit: int | None = None,
+             progress: bool = True, **overrides) -> EvaluationResult:
     """Generate an answer for every evaluation record, score them, write and print the scores.
 
     Args:
@@ -96,23 +104,26 @@ def evaluate(model, tokenizer, eval_file: str | os.PathLike, output_dir: str | o
             if missing. Each file is written to a temporary file and renamed into place; an earlier run's
             ``metrics.json`` is removed before the new predictions take their place, so the two files never
             come from different runs.
+        config: how to generate (default ``glm_train.predict.RUN_GENERATION``: greedy, 64 new tokens); its
+            ``max_new_tokens`` is the most tokens of an answer, the ``max_target_length`` the records were made
+            with, and each batch draws its own stream from its seed.
         batch_size: records generated together.
-        max_new_tokens: most tokens of an answer: the ``max_target_length`` the records were made with.
-        do_sample, top_p, temperature: greedy by default; with ``do_sample`` nucleus sampling.
-        seed: seeds the sampling (each batch draws its own stream).
         limit: evaluate only the first ``limit`` records.
         progress: show a progress bar over the batches on stderr.
+        overrides: fields of ``config`` to replace (``max_new_tokens=32``, ``do_sample=True`` …).
 
     Returns:
         An :class:`EvaluationResult`; the score table is printed on stdout.
 
     Raises:
-        ValueError: a batch size or limit below 1, or a prompt too long for the model with
-            ``max_new_tokens``.
+        ValueError: a batch size or limit below 1, a bad generation option, or a prompt too long for the
+            model with ``max_new_tokens``.
+        TypeError: an override that is no field of ``GenerationConfig``.
         glm_data.DataError: a missing eval file, or one without evaluation records.
     """
     from tqdm import tqdm
 
+    config = (config or RUN_GENERATION).updated(**overrides)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if limit is not None and limit < 1:
@@ -120,7 +131,7 @@ def evaluate(model, tokenizer, eval_file: str | os.PathLike, output_dir: str | o
     output_dir = Path(output_dir)
     predictions_file, metrics_file = output_dir / PREDICTIONS_NAME, output_dir / METRICS_NAME
     records = read_eval_records(eval_file, limit)
-    check_lengths(model, [len(record["input_ids"]) for record in records], max_new_tokens,
+    check_lengths(model, [len(record["input_ids"]) for record in records], config.max_new_tokens,
                   lambda index: f"{eval_file}: the prompt of record {index}")
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -130,9 +141,7 @@ def evaluate(model, tokenizer, eval_file: str | os.PathLike, output_dir: str | o
         for index, start in enumerate(tqdm(starts, desc="eval", unit="batch", disable=not progress)):
             batch = records[start:start + batch_size]
             answers = generate_answers(model, tokenizer, [record["input_ids"].tolist() for record in batch],
-                                       max_new_tokens=max_new_tokens, do_sample=do_sample, top_p=top_p,
-                                       temperature=temperature, seed=batch_seed(seed, index),
-                                       batch_size=batch_size)
+                                       batch_config(config, index), batch_size=batch_size)
             for record, answer in zip(batch, answers):
                 row = {"content": record["content"], "summary": record["summary"],
                        "reference": reference_text(tokenizer, record["labels"]),
@@ -143,8 +152,7 @@ def evaluate(model, tokenizer, eval_file: str | os.PathLike, output_dir: str | o
 
     metrics = score([row["prediction"] for row in rows], [row["reference"] for row in rows])
     report = {**metrics, "eval_file": str(eval_file),
-              "generation": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "do_sample": do_sample,
-                             "top_p": top_p, "temperature": temperature, "seed": seed}}
+              "generation": {"batch_size": batch_size, **asdict(config)}}
     with atomic_text_file(metrics_file) as file:
         json.dump(report, file, ensure_ascii=False, indent=2)
         file.write("\n")

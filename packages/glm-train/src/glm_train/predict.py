@@ -2,12 +2,15 @@
 
 Each prompt is a first chat round, as ``glm chat`` builds it (the raw query), and each response is cleaned
 as ``glm chat`` cleans it (``glm_core.chat.process_response``). :func:`generate_answers` is the one place
-this package calls glm-core's generation; ``glm_train.evaluate`` runs it too.
+this package calls glm-core's generation; ``glm_train.evaluate`` runs it too. Both runs take how to generate
+as one ``glm_core.GenerationConfig`` (:data:`RUN_GENERATION` by default; a run config's keys become one
+through ``glm_train.run_config.generation_config``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -18,6 +21,11 @@ from typing import TextIO
 import numpy as np
 
 from glm_core import generate, process_response
+from glm_core.chat import CHAT_GENERATION
+from glm_core.generation import GenerationConfig
+
+# eval and predict: greedy, 64 new tokens, seed 0; do_sample=True samples as glm chat does (top_p, temperature)
+RUN_GENERATION = dataclasses.replace(CHAT_GENERATION, max_length=None, max_new_tokens=64, do_sample=False, seed=0)
 
 
 class PromptFileError(ValueError):
@@ -63,23 +71,20 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> np.ndarray:
     return batch
 
 
-def generate_answers(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                     do_sample: bool, top_p: float, temperature: float, seed: int | None,
+def generate_answers(model, tokenizer, prompts: Sequence[Sequence[int]], config: GenerationConfig, *,
                      batch_size: int | None = None) -> list[list[int]]:
     """The answers of one batch of prompts (token ids, each ending ``[gMASK] <sop>``): for each prompt, the
     new ids up to, not including, ``<eop>``.
 
-    Greedy unless ``do_sample``; sampling draws with ``top_p`` and ``temperature`` from a generator seeded
-    with ``seed``. Ids the tokenizer has no piece for are never produced. With ``batch_size``, a shorter
-    batch is filled up with copies of its first prompt, whose answers are dropped: every batch of a run then
-    has one shape, and MindSpore compiles the decoder's graphs once rather than again for the last batch.
-    Raises ``ValueError`` (from glm-core) when a prompt and ``max_new_tokens`` exceed the model's
-    ``seq_length``.
+    ``config`` says how to generate (its ``max_new_tokens``, greedy or sampled, its seed). Ids the tokenizer
+    has no piece for are never produced. With ``batch_size``, a shorter batch is filled up with copies of its
+    first prompt, whose answers are dropped: every batch of a run then has one shape, and MindSpore compiles
+    the decoder's graphs once rather than again for the last batch. Raises ``ValueError`` (from glm-core)
+    when a prompt and the new tokens exceed the model's ``seq_length``.
     """
     filled = list(prompts) + [prompts[0]] * max((batch_size or 0) - len(prompts), 0)
     ids = left_pad(filled, model.config.pad_token_id)
-    output = generate(model, ids, max_new_tokens=max_new_tokens, do_sample=do_sample, top_p=top_p,
-                      temperature=temperature, seed=seed, num_pieces=tokenizer.vocab_size)
+    output = generate(model, ids, config, num_pieces=tokenizer.vocab_size)
     answers = []
     for row in output[:len(prompts), ids.shape[1]:].tolist():
         end = row.index(model.config.eos_token_id) if model.config.eos_token_id in row else len(row)
@@ -87,17 +92,24 @@ def generate_answers(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_
     return answers
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    """A seed for batch ``batch_index`` of a run seeded with ``seed``: batches draw independent streams
-    (one seed for all would give every batch the same uniform draws)."""
-    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
+def batch_config(config: GenerationConfig, batch_index: int) -> GenerationConfig:
+    """``config`` for batch ``batch_index`` of a run: its own seed drawn from ``(config.seed, batch_index)``,
+    so batches draw independent streams (one seed for all would give every batch the same uniform draws).
+    An unseeded ``config`` stays unseeded."""
+    if config.seed is None:
+        return config
+    seed = np.random.SeedSequence([config.seed, batch_index]).generate_state(1)[0]
+    return dataclasses.replace(config, seed=int(seed))
 
 
-def check_lengths(model, prompt_lengths: Sequence[int], max_new_tokens: int, describe) -> None:
+def check_lengths(model, prompt_lengths: Sequence[int], max_new_tokens: int | None, describe) -> None:
     """Raise ``ValueError`` before any compile when the longest prompt and ``max_new_tokens`` exceed the
-    model's ``seq_length``; ``describe(index)`` names the prompt in the message."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    model's ``seq_length``, or when ``max_new_tokens`` is not set (batches are left-padded to their longest
+    prompt, so a ``max_length`` would give each batch a different room); ``describe(index)`` names the
+    prompt in the message."""
+    if max_new_tokens is None:
+        raise ValueError("eval and predict runs need max_new_tokens (new tokens per answer) in their "
+                         "generation config, not only max_length")
     longest = int(np.argmax(prompt_lengths))
     seq_length = model.config.seq_length
     if prompt_lengths[longest] + max_new_tokens > seq_length:
@@ -129,9 +141,9 @@ def write_json_line(file: TextIO, row: dict) -> None:
     file.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.PathLike, *, batch_size: int = 8,
-            max_new_tokens: int = 64, do_sample: bool = False, top_p: float = 0.7, temperature: float = 0.95,
-            seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
+def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.PathLike,
+            config: GenerationConfig | None = None, *, batch_size: int = 8, progress: bool = True,
+            **overrides) -> list[dict[str, str]]:
     """Answer each prompt as a first chat round and write ``{"prompt", "response"}`` JSON lines, in order.
 
     Args:
@@ -142,22 +154,24 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
         output_file: the JSON-lines file to write (its folder is created if missing); written to a temporary
             file and renamed into place, so an interrupted run leaves no partial file (and an earlier file
             stays whole).
+        config: how to generate (default :data:`RUN_GENERATION`: greedy, 64 new tokens); its
+            ``max_new_tokens`` is the most tokens of a response, and each batch draws its own stream from its
+            seed (see :func:`batch_config`).
         batch_size: prompts generated together.
-        max_new_tokens: most tokens of a response.
-        do_sample, top_p, temperature: greedy by default; with ``do_sample`` nucleus sampling (``glm chat``
-            samples with ``top_p=0.7, temperature=0.95``).
-        seed: seeds the sampling (each batch draws its own stream, see :func:`batch_seed`).
         progress: show a progress bar over the batches on stderr.
+        overrides: fields of ``config`` to replace (``max_new_tokens=32``, ``do_sample=True`` …).
 
     Returns:
         The rows written.
 
     Raises:
-        ValueError: no prompts, a batch size below 1, or a prompt too long for the model with
-            ``max_new_tokens``.
+        ValueError: no prompts, a batch size below 1, a bad generation option, or a prompt too long for the
+            model with ``max_new_tokens``.
+        TypeError: an override that is no field of ``GenerationConfig``.
     """
     from tqdm import tqdm
 
+    config = (config or RUN_GENERATION).updated(**overrides)
     output_file = Path(output_file)
     if not prompts:
         raise ValueError("no prompts to predict")
@@ -165,7 +179,8 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     # A first chat round's prompt is the query itself (the round transcript starts with a second round).
     prompt_ids = [tokenizer.encode(prompt) for prompt in prompts]
-    check_lengths(model, [len(ids) for ids in prompt_ids], max_new_tokens, lambda index: f"prompt {index + 1}")
+    check_lengths(model, [len(ids) for ids in prompt_ids], config.max_new_tokens,
+                  lambda index: f"prompt {index + 1}")
     output_file.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with atomic_text_file(output_file) as file:
@@ -173,9 +188,7 @@ def predict(model, tokenizer, prompts: Sequence[str], output_file: str | os.Path
         for index, start in enumerate(tqdm(starts, desc="predict", unit="batch", disable=not progress)):
             batch = range(start, min(start + batch_size, len(prompts)))
             answers = generate_answers(model, tokenizer, [prompt_ids[i] for i in batch],
-                                       max_new_tokens=max_new_tokens, do_sample=do_sample, top_p=top_p,
-                                       temperature=temperature, seed=batch_seed(seed, index),
-                                       batch_size=batch_size)
+                                       batch_config(config, index), batch_size=batch_size)
             for position, answer in zip(batch, answers):
                 row = {"prompt": prompts[position], "response": process_response(tokenizer.decode(answer))}
                 write_json_line(file, row)

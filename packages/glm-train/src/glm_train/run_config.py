@@ -104,6 +104,8 @@ DEFAULTS: dict[str, Any] = {
         "model_config": {
             "type": "GLMConfig",
             **GLMConfig().to_dict(),
+            # MindFormers' total length of a generation; eval and predict runs state their new tokens instead
+            # (eval_dataset.max_target_length, predict.max_new_tokens)
             "max_decode_length": 2048,
             "embedding_dropout_prob": 0.0,
             "hidden_size_per_attention_head": None,
@@ -113,9 +115,10 @@ DEFAULTS: dict[str, Any] = {
             "is_enhanced_encoder": True,
             "is_sample_acceleration": False,
             "checkpoint_name_or_path": "",
-            # generation in eval/predict runs (greedy by default, as MindFormers evaluates)
+            # generation in eval/predict runs (greedy by default, as MindFormers evaluates), read by
+            # generation_config: with do_sample, top_k 1 still takes the most likely token, as in MindFormers
             "do_sample": False,
-            "top_k": 1,
+            "top_k": 1,  # 0 keeps all tokens
             "top_p": 1.0,
             "temperature": 1.0,
             "repetition_penalty": 1.0,
@@ -323,6 +326,37 @@ def lora_config(config: Mapping[str, Any], source: str = "run config"):
         raise RunConfigError(str(error)) from None
 
 
+# model.model_config keys that say how eval and predict runs generate: GenerationConfig fields of the same name
+SAMPLING_KEYS = ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty")
+# the key holding the new tokens per answer, by run mode
+NEW_TOKENS_KEYS = {"eval": ("eval_dataset", "max_target_length"), "predict": ("predict", "max_new_tokens")}
+
+
+def generation_config(config: Mapping[str, Any], source: str = "run config"):
+    """The ``glm_core.GenerationConfig`` an eval or predict run generates with: ``model.model_config``'s
+    :data:`SAMPLING_KEYS` (MindFormers' names), the run's ``seed``, and as ``max_new_tokens`` the run mode's
+    :data:`NEW_TOKENS_KEYS` entry. Raises :class:`RunConfigError` naming the key for a value of the wrong kind
+    or out of range."""
+    from glm_core.generation import GenerationConfig
+
+    values = config["model"]["model_config"]
+    section, key = NEW_TOKENS_KEYS.get(config["run_mode"], NEW_TOKENS_KEYS["predict"])
+    _positive(config[section][key], f"{section}.{key}", source)
+    _positive(config["seed"], "seed", source, allow_zero=True)
+    if not isinstance(values["do_sample"], bool):
+        raise RunConfigError(f"{source}: model.model_config.do_sample must be true or false, "
+                             f"got {values['do_sample']!r}")
+    _positive(values["top_k"], "model.model_config.top_k", source, allow_zero=True)
+    for name in ("top_p", "temperature", "repetition_penalty"):
+        if isinstance(values[name], bool) or not isinstance(values[name], (int, float)):
+            raise RunConfigError(f"{source}: model.model_config.{name} must be a number, got {values[name]!r}")
+    try:
+        return GenerationConfig(max_new_tokens=config[section][key], seed=config["seed"],
+                                **{name: values[name] for name in SAMPLING_KEYS})
+    except ValueError as error:
+        raise RunConfigError(f"{source}: model.model_config: {error}") from None
+
+
 def checkpoint_callback(config: Mapping[str, Any]) -> dict[str, Any]:
     """The CheckpointMonitor settings (prefix, save_checkpoint_steps, keep_checkpoint_max)."""
     for entry in config["callbacks"]:
@@ -361,6 +395,8 @@ def validate(config: Mapping[str, Any], source: str) -> None:
     _positive(callback["keep_checkpoint_max"], "CheckpointMonitor.keep_checkpoint_max", source)
     model_config(config, source)
     lora_config(config, source)
+    if config["run_mode"] in NEW_TOKENS_KEYS:
+        generation_config(config, source)
 
 
 def dump_run_config(config: Mapping[str, Any]) -> str:

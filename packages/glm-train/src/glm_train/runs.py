@@ -8,10 +8,11 @@ flags into it (a flag wins over the YAML, as in MindFormers).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from glm_train.run_config import RunConfigError, load_run_config
+from glm_train.run_config import RunConfigError, generation_config, load_run_config
 
 # run_mindformer.py flag → the config key it sets
 FLAG_KEYS = {
@@ -80,10 +81,11 @@ def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = No
             print(f"checkpoint: {path}")
         print(f"log: {result.log_file}\nloss curve: {result.curve_file}\nmodel folder: {result.model_dir}")
         return 0
+    generation = generation_config(config)
+    if generation.do_sample and generation.top_k == 1:  # the shipped configs' top_k; a silent greedy run misleads
+        print("glm-train: note: do_sample with model.model_config.top_k 1 keeps only the most likely token (as "
+              "MindFormers does); set top_k 0 to sample from all tokens", file=sys.stderr)
     model, tokenizer = load_inference_model(config)
-    generation = config["model"]["model_config"]
-    sampling = dict(do_sample=bool(generation["do_sample"]), top_p=float(generation["top_p"]),
-                    temperature=float(generation["temperature"]), seed=int(config["seed"]))
     output_dir = Path(config["output_dir"])
     if mode == "eval":
         from glm_train.evaluate import evaluate
@@ -92,9 +94,8 @@ def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = No
         if not dataset["data_loader"]["dataset_dir"]:
             raise RunConfigError("no evaluation data: give --eval_dataset_dir "
                                  "(or eval_dataset.data_loader.dataset_dir)")
-        result = evaluate(model, tokenizer, dataset["data_loader"]["dataset_dir"], output_dir,
-                          batch_size=dataset["batch_size"], max_new_tokens=dataset["max_target_length"],
-                          limit=dataset["limit"], progress=progress, **sampling)
+        result = evaluate(model, tokenizer, dataset["data_loader"]["dataset_dir"], output_dir, generation,
+                          batch_size=dataset["batch_size"], limit=dataset["limit"], progress=progress)
         print(f"predictions: {result.predictions_file}")
         return 0
     from glm_train.predict import predict, read_prompts
@@ -105,8 +106,8 @@ def run(config: dict[str, Any], resume=None, predict_data: list[str] | None = No
         else list(predict_data)
     settings = config["predict"]
     output = output_dir / "predictions.jsonl"
-    rows = predict(model, tokenizer, prompts, output, batch_size=settings["batch_size"],
-                   max_new_tokens=settings["max_new_tokens"], progress=progress, **sampling)
+    rows = predict(model, tokenizer, prompts, output, generation, batch_size=settings["batch_size"],
+                   progress=progress)
     for row in rows:
         print(f"{row['prompt']}\n→ {row['response']}")
     print(f"written: {output}")
