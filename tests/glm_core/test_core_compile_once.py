@@ -4,12 +4,15 @@ a plain preset generates on the same path (the kernels) as one built for increme
 Compiles are counted by ``GenerationStats.graphs_compiled`` (the generator's ``stats``, per generation).
 """
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 import glm_core
 from glm_core import GLMChatModel, GLMConfig, GLMForPreTraining
 from glm_core.checkpoint import load_state
-from glm_core.generation import cache_length, generator_for, prompt_bucket
+from glm_core.generation import generator_for
 from glm_core.kernel_model import KernelGLM
 
 GREEDY = dict(do_sample=False)
@@ -24,7 +27,7 @@ def fresh_chat_model(golden_config, golden_state):
 
 def test_other_lengths_compile_nothing_after_the_first_call(golden_config, golden_state, golden_case):
     """The first call compiles the prompt graph and the step graph; new max_new_tokens, a whole-model length
-    (every slot the model has left, as a chat round asks) and another prompt in the bucket compile nothing."""
+    (every slot the model has left, as a chat round asks) and another prompt length compile nothing."""
     model = GLMForPreTraining(golden_config)
     load_state(model, golden_state)
     generator = generator_for(model)
@@ -39,8 +42,8 @@ def test_other_lengths_compile_nothing_after_the_first_call(golden_config, golde
 
 
 def test_chat_rounds_after_the_first_compile_nothing(golden_config, golden_state, golden_case, tokenizer):
-    """Three rounds with the chat's default length (all the room the model has left): each prompt is padded
-    to its bucket, whatever the length of the reply it leaves room for."""
+    """Three rounds with the chat's default length (all the room the model has left): one prompt graph and
+    one step graph serve every round, whatever the length of the reply it leaves room for."""
     model = fresh_chat_model(golden_config, golden_state)
     history, compiled = [], []
     for case in golden_case("chat"):
@@ -49,28 +52,43 @@ def test_chat_rounds_after_the_first_compile_nothing(golden_config, golden_state
     assert compiled == [2, 0, 0]
 
 
-def test_golden_chat_rounds_compile_only_a_new_prompt_bucket(golden_config, golden_state, golden_case, tokenizer):
-    """The golden three rounds (24 new tokens each) have prompts of 5, 64 and 116 tokens: the second round
-    shares the first's 64-token bucket and compiles nothing; the third compiles its 128-token prompt graph
-    alone. Answers are the golden ones."""
+def test_golden_chat_rounds_compile_nothing_after_the_first(golden_config, golden_state, golden_case, tokenizer):
+    """The golden three rounds (24 new tokens each) have prompts of 5, 64 and 116 tokens: one prompt graph
+    serves them all, the second and third rounds compile nothing. Answers are the golden ones."""
     model = fresh_chat_model(golden_config, golden_state)
     cases = golden_case("chat")
-    assert [prompt_bucket(len(case["prompt_ids"]), golden_config.seq_length) for case in cases] == [64, 64, 128]
+    assert [len(case["prompt_ids"]) for case in cases] == [5, 64, 116]
     history, compiled = [], []
     for case in cases:
         response, history = model.chat(tokenizer, case["query"], history, max_new_tokens=24, **GREEDY)
         assert response == case["response"]
         compiled.append(model.generation_stats.graphs_compiled)
-    assert compiled == [2, 0, 1]
+    assert compiled == [2, 0, 0]
 
 
-def test_the_cache_holds_any_prompt_padded_to_its_bucket_and_the_rest_of_the_model(golden_config):
-    seq_length = golden_config.seq_length  # 256: a 129-token prompt pads to 256, 127 slots of padding
-    assert cache_length(seq_length) == seq_length + 127
-    for length in range(1, seq_length):
-        bucket = prompt_bucket(length, seq_length)
-        assert length <= bucket <= seq_length
-        assert bucket + (seq_length - length) <= cache_length(seq_length)
+@pytest.mark.parametrize("compute_dtype", ["float32", "float16"])  # the kernels; MindSpore's operators
+def test_prompts_of_every_length_share_one_prompt_graph(golden_config, golden_state, compute_dtype):
+    """After a first generation, prompts from 1 token to the longest the model has room for compile nothing,
+    and each gives the tokens of a model whose caches never held another prompt."""
+    rng = np.random.default_rng(0)
+    config = dataclasses.replace(golden_config, compute_dtype=compute_dtype)
+
+    def fresh_model():
+        model = GLMForPreTraining(config)
+        load_state(model, golden_state)
+        return model
+
+    model = fresh_model()
+    generator = generator_for(model)
+    assert generator.uses_kernels == (compute_dtype == "float32")
+    glm_core.generate(model, np.array([[5, 6, config.gmask_token_id, config.bos_token_id]]), max_new_tokens=2)
+    assert generator.stats.graphs_compiled == 2
+    for length in (1, 2, 63, 64, 65, 200, config.seq_length - 4):
+        prompt = np.concatenate([rng.integers(10, 3000, length - 1), [config.bos_token_id]])[None]
+        shared = glm_core.generate(model, prompt, max_new_tokens=4)
+        assert generator.stats.graphs_compiled == 0, length
+        alone = glm_core.generate(fresh_model(), prompt, max_new_tokens=4)
+        np.testing.assert_array_equal(shared, alone)
 
 
 def test_a_plain_preset_generates_on_the_kernels_as_an_incremental_model_does():

@@ -78,7 +78,7 @@ def test_compile_time_is_reported_apart_and_graphs_are_reused(golden_model, gold
     golden_model_generator.generate(np.array(case["input_ids"]), max_length=case["max_length"])
     golden_model_generator.generate(np.array(case["input_ids"]), max_length=case["max_length"])
     stats = golden_model_generator.stats
-    assert stats.compile_seconds == 0.0  # same batch and bucket as the call before: nothing recompiled
+    assert stats.compile_seconds == 0.0  # same batch size as the call before: nothing recompiled
     assert stats.new_tokens == case["max_length"] - len(case["input_ids"][0])
     assert stats.tokens_per_second > 0
 

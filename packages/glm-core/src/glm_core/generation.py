@@ -1,16 +1,14 @@
 """Incremental generation: a static KV cache, a prompt graph, a one-token graph, and sampling (gpt-fast's
 ``prefill`` / ``decode_one_token`` / ``sample``, with static shapes for MindSpore's graph mode).
 
-A :class:`Generator` holds, per batch size, one :class:`~glm_core.model.KVCache` per layer and the compiled
-graphs that write it, so a session compiles once per batch size and prompt bucket, whatever the lengths it is
-asked for:
-- prompts are left-padded with ``<pad>`` to a bucket (64 tokens times a power of two, at most the model's
-  ``seq_length``); padding is masked and positions restart after it, so extra padding changes nothing;
-- the cache holds ``seq_length`` tokens plus the most padding a bucket adds (:func:`cache_length`), so any
-  prompt takes its bucket whatever the number of new tokens asked for (a chat round asks for all the room
-  the model has left);
-- every row writes its new token at the same cache slot (rows are aligned by the left padding); masked
-  slots cost the kernels nothing;
+A :class:`Generator` holds, per batch size, one :class:`~glm_core.model.KVCache` per layer of the model's
+``seq_length`` slots and two compiled graphs that write it, a prompt graph and a one-token step graph, so a
+session compiles twice per batch size, whatever the prompt lengths and numbers of new tokens it is asked for:
+- the prompt graph takes any prompt: on the kernels it has the fixed width ``seq_length``, the prompt
+  right-aligned in it and the rows before it marked to be skipped (slot -1: the kernels compute nothing for
+  them); on MindSpore's operators its sequence axis is dynamic (``Cell.set_inputs``);
+- every row of a left-padded batch writes its new token at the same cache slot (rows are aligned by the left
+  padding, which is masked); masked slots cost the kernels nothing;
 - the prompt's layout (:class:`glm_tokenizer.PromptLayout`) is computed once, in numpy, and gives both
   graphs their position ids and attention masks.
 
@@ -45,7 +43,6 @@ from glm_tokenizer import PromptLayout
 logger = logging.getLogger(__name__)
 
 GENERATION_CONFIG_NAME = "generation_config.json"
-PROMPT_BUCKET = 64  # prompts are padded to this many tokens times a power of two: few prompt graphs
 MAX_BATCH_SIZES = 2  # batch sizes whose caches and graphs a Generator keeps, least recently used dropped
 INVALID_SCORE_TOKEN = 5  # the original chat's fallback when logits hold NaN/Inf
 
@@ -118,7 +115,7 @@ class GenerationStats:
 
     batch_size: int = 0
     prompt_length: int = 0
-    graphs_compiled: int = 0  # graphs this generation had to compile (0 once its bucket and batch size ran)
+    graphs_compiled: int = 0  # graphs this generation had to compile (0 once its batch size ran)
     new_tokens: int = 0  # generated tokens summed over rows, up to each row's end
     steps: int = 0  # decode steps (the first token comes from the prefill)
     compile_seconds: float = 0.0
@@ -208,8 +205,8 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- the graphs
 class ForwardWithCache(nn.Cell):
     """``S`` tokens ``[B, S]`` written at cache ``slots`` ``[S]``, with their position ids ``[B, 2, S]`` and
-    mask ``[B, 1, S, cache length]`` → the logits of the last ``[B, V]``: the prompt (``S`` = its bucket) or a
-    decode step (``S`` = 1). ``kernel_network``: the model's :class:`KernelGLM`, or None for MindSpore's ops."""
+    mask ``[B, 1, S, cache length]`` → the logits of the last ``[B, V]``: a prompt or a decode step (``S`` = 1).
+    ``kernel_network``: the model's :class:`KernelGLM`, or None for MindSpore's ops."""
 
     def __init__(self, model: GLMForPreTraining, caches: nn.CellList, kernel_network: KernelGLM | None):
         super().__init__(auto_prefix=False)  # keep the model's checkpoint parameter names
@@ -224,27 +221,54 @@ class ForwardWithCache(nn.Cell):
 
 
 class _BatchGraphs:
-    """The caches of one batch size and the graphs that write them: one per prompt bucket, one per step."""
+    """The caches of one batch size and the two graphs that write them: the prompt's and the step's."""
 
-    def __init__(self, model: GLMForPreTraining, kernel_network: KernelGLM | None, batch: int, cache_length: int):
+    def __init__(self, model: GLMForPreTraining, kernel_network: KernelGLM | None, batch: int):
         config = model.config
+        self.cache_length = config.seq_length
         dtype = mindspore_dtype(config.compute_dtype)
-        self.caches = nn.CellList([KVCache(i, batch, config.num_heads, cache_length, config.head_dim, dtype)
+        self.caches = nn.CellList([KVCache(i, batch, config.num_heads, self.cache_length, config.head_dim, dtype)
                                    for i in range(config.num_layers)])
-        self.model, self.kernel_network = model, kernel_network
-        self.graphs: dict[int, ForwardWithCache] = {}  # by tokens per call
-        self.compiled: set[tuple[int, int]] = set()  # (tokens per call, MindSpore mode)
+        self.pad_token_id, self.on_kernels = config.pad_token_id, kernel_network is not None
+        self.graphs = {kind: ForwardWithCache(model, self.caches, kernel_network) for kind in ("prompt", "step")}
+        if not self.on_kernels:  # one graph for every prompt length: its sequence axis is left dynamic
+            self.graphs["prompt"].set_inputs(
+                Tensor(shape=[batch, None], dtype=ms.int32), Tensor(shape=[batch, 2, None], dtype=ms.int32),
+                Tensor(shape=[batch, 1, None, self.cache_length], dtype=ms.bool_), Tensor(shape=[None], dtype=ms.int32))
+        self.compiled: set[tuple[str, int]] = set()  # (graph, MindSpore mode)
 
-    def run(self, stats: GenerationStats, input_ids, position_ids, mask, slots) -> tuple[np.ndarray, float]:
-        """Run the graph for ``input_ids``' length, compiling it on first use: the logits, and the seconds
-        spent compiling (also added to ``stats``). In PyNative mode the first call compiles as it runs, and
-        counts whole as compile time."""
-        tokens = input_ids.shape[1]
-        graph = self.graphs.setdefault(tokens, ForwardWithCache(self.model, self.caches, self.kernel_network))
+    def prompt(self, stats: GenerationStats, ids: np.ndarray, layout: PromptLayout) -> tuple[np.ndarray, float]:
+        """Run the prompt ``ids`` ``[B, S]`` (its cache slots 0..S-1): the last token's logits and the seconds
+        spent compiling. On the kernels the prompt is right-aligned in the graph's ``seq_length`` rows, the
+        rows before it skipped (slot -1, masked, position 0)."""
+        length = ids.shape[1]
+        inputs = (ids, layout.position_ids(0, length), layout.attention_mask(0, length, self.cache_length),
+                  np.arange(length))
+        if self.on_kernels:
+            skip = self.cache_length - length
+            inputs = (np.pad(inputs[0], ((0, 0), (skip, 0)), constant_values=self.pad_token_id),
+                      np.pad(inputs[1], ((0, 0), (0, 0), (skip, 0))),
+                      np.pad(inputs[2], ((0, 0), (0, 0), (skip, 0), (0, 0)), constant_values=True),
+                      np.concatenate([np.full(skip, -1), inputs[3]]))
+        return self.run("prompt", stats, *inputs)
+
+    def step(self, stats: GenerationStats, tokens: np.ndarray, layout: PromptLayout, slot: int
+             ) -> tuple[np.ndarray, float]:
+        """Run one token per row ``tokens`` ``[B]`` written at cache ``slot``: its logits and the seconds spent
+        compiling."""
+        return self.run("step", stats, tokens.reshape(-1, 1), layout.position_ids(slot, slot + 1),
+                        layout.attention_mask(slot, slot + 1, self.cache_length), np.array([slot]))
+
+    def run(self, kind: str, stats: GenerationStats, input_ids, position_ids, mask, slots
+            ) -> tuple[np.ndarray, float]:
+        """Run graph ``kind``, compiling it on first use: the logits, and the seconds spent compiling (also
+        added to ``stats``). In PyNative mode the first call compiles as it runs, and counts whole as compile
+        time."""
+        graph = self.graphs[kind]
         arguments = (Tensor(input_ids, ms.int32), Tensor(position_ids, ms.int32), Tensor(mask),
                      Tensor(slots, ms.int32))
         mode = ms.get_context("mode")
-        if (tokens, mode) in self.compiled:
+        if (kind, mode) in self.compiled:
             return graph(*arguments).asnumpy(), 0.0
         start = time.perf_counter()
         if mode == ms.GRAPH_MODE:
@@ -254,7 +278,7 @@ class _BatchGraphs:
         else:
             logits = graph(*arguments).asnumpy()
             compile_seconds = time.perf_counter() - start
-        self.compiled.add((tokens, mode))
+        self.compiled.add((kind, mode))
         stats.graphs_compiled += 1
         stats.compile_seconds += compile_seconds
         return logits, compile_seconds
@@ -273,7 +297,6 @@ class Generator:
         self.model = model
         self.uses_kernels = runs_on_kernels(model.config)
         self.kernel_network = KernelGLM(model) if self.uses_kernels else None
-        self.cache_length = cache_length(model.config.seq_length)
         self.stats = GenerationStats()
         self._batches: OrderedDict[int, _BatchGraphs] = OrderedDict()
 
@@ -329,16 +352,14 @@ class Generator:
         else:
             while len(self._batches) >= MAX_BATCH_SIZES:
                 self._batches.popitem(last=False)
-            self._batches[batch] = _BatchGraphs(self.model, self.kernel_network, batch, self.cache_length)
+            self._batches[batch] = _BatchGraphs(self.model, self.kernel_network, batch)
         return self._batches[batch]
 
     def _decode_loop(self, ids: np.ndarray, new_tokens: int, choose, eos: int, pad: int) -> Iterator[np.ndarray]:
         """Prefill, then one decode step per token; yields each step's tokens."""
         config = self.model.config
         batch, length = ids.shape
-        bucket = prompt_bucket(length, config.seq_length)
-        padded = np.concatenate([np.full((batch, bucket - length), config.pad_token_id, np.int64), ids], axis=1)
-        layout = PromptLayout.of(padded, pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
+        layout = PromptLayout.of(ids, pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
                                  mask_token_id=config.mask_token_id, gmask_token_id=config.gmask_token_id)
         graphs = self._graphs(batch)
         stats = self.stats = GenerationStats(batch_size=batch, prompt_length=length)
@@ -346,9 +367,7 @@ class Generator:
         # each yield: prefill_seconds holds the prompt and the first token, decode_seconds every later step,
         # its inputs and its token choice included.
         start = time.perf_counter()
-        logits, compile_seconds = graphs.run(stats, padded, layout.position_ids(0, bucket),
-                                             layout.attention_mask(0, bucket, self.cache_length),
-                                             np.arange(bucket))
+        logits, compile_seconds = graphs.prompt(stats, ids, layout)
         sequences = [row.tolist() for row in ids]
         finished = np.zeros(batch, dtype=bool)
         try:
@@ -368,29 +387,11 @@ class Generator:
                 finished |= tokens == eos
                 if finished.all() or step == new_tokens - 1:
                     break
-                slot = bucket + step  # the cache slot this token's keys and values go to
-                logits, compile_seconds = graphs.run(
-                    stats, tokens.reshape(batch, 1), layout.position_ids(slot, slot + 1),
-                    layout.attention_mask(slot, slot + 1, self.cache_length), np.array([slot]))
+                logits, compile_seconds = graphs.step(stats, tokens, layout, slot=length + step)
         finally:
             logger.info("generated %d tokens in %.3fs (%.1f tokens/s; compile %.2fs apart)", stats.new_tokens,
                         stats.prefill_seconds + stats.decode_seconds, stats.tokens_per_second,
                         stats.compile_seconds)
-
-
-def prompt_bucket(length: int, seq_length: int) -> int:
-    """The padded length of a prompt of ``length`` tokens: :data:`PROMPT_BUCKET` times a power of two, at most
-    ``seq_length`` (never less than ``length``)."""
-    bucket = PROMPT_BUCKET
-    while bucket < length:
-        bucket *= 2
-    return max(length, min(bucket, seq_length))
-
-
-def cache_length(seq_length: int) -> int:
-    """The cache slots a model of ``seq_length`` needs: a prompt padded to its bucket, then new tokens up to
-    ``seq_length`` in all; that is ``seq_length`` plus the most padding any prompt length takes."""
-    return seq_length + max(prompt_bucket(length, seq_length) - length for length in range(1, seq_length + 1))
 
 
 _GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -46,13 +46,23 @@ bool shape_is(int *ndims, int64_t **shapes, int param, std::initializer_list<int
 // copy per MindSpore thread would multiply.
 struct Scratch {
   std::mutex mutex;
-  std::vector<float> qkv, query, context, mlp_input, activations;
+  std::vector<float> qkv, query, context, mlp_input, activations, kept_x, kept_out;
+  std::vector<int32_t> kept_positions;
+  std::vector<char> kept_mask;
 
-  static float *at_least(std::vector<float> &buffer, int64_t size) {
+  template <typename T>
+  static T *at_least(std::vector<T> &buffer, int64_t size) {
     if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
     return buffer.data();
   }
 };
+
+// The rows [skip, seq) of each of `batch` blocks of `seq` rows of `width` elements, gathered into `to`.
+template <typename T>
+void gather_rows(const T *from, T *to, int64_t batch, int64_t seq, int64_t skip, int64_t width) {
+  for (int64_t b = 0; b < batch; ++b)
+    std::memcpy(to + b * (seq - skip) * width, from + (b * seq + skip) * width, (seq - skip) * width * sizeof(T));
+}
 Scratch scratch;
 
 }  // namespace
@@ -66,7 +76,9 @@ extern "C" const char *glm_layer_inputs() {
 }
 
 // MindSpore's aot signature: params in the order of Param above. x [B, S, H]; position_ids [B, 2, S] int32;
-// mask [B, 1, S, L] bool (True = masked); slots [S] int32; key and value caches [L, B, heads, D], written in
+// mask [B, 1, S, L] bool (True = masked); slots [S] int32, where a leading run of -1 marks rows the block skips
+// (their output rows are zeros): a prompt graph of one fixed width then serves every prompt length, costing
+// only the rows that hold prompts; key and value caches [L, B, heads, D], written in
 // place; the rotary tables cos and sin [P, D / 2]; the Linears' weights [out, in] (any storage of linear.h: int4
 // [out, in / 2]), each followed by its scales, and biases; the layernorms' gamma and beta [H]; scalars [4] = (query scale, layer scale, alpha, layernorm epsilon); out [B, S, H].
 // Returns non-zero on shapes or dtypes it cannot handle, and on a position or slot out of range.
@@ -108,17 +120,36 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
   const auto in = [&](int param) { return static_cast<const float *>(params[param]); };
   const int32_t *position_ids = static_cast<const int32_t *>(params[POSITION_IDS]);
   const int32_t *slots = static_cast<const int32_t *>(params[SLOTS]);
-  for (int64_t i = 0; i < batch * 2 * seq; ++i)
-    if (position_ids[i] < 0 || position_ids[i] >= table_rows) return 1;
-  for (int64_t s = 0; s < seq; ++s)
+  int64_t skip = 0;
+  while (skip < seq && slots[skip] == -1) ++skip;
+  const int64_t kept = seq - skip;
+  if (kept == 0) return 1;
+  for (int64_t s = skip; s < seq; ++s)
     if (slots[s] < 0 || slots[s] >= length) return 1;
+  for (int64_t i = 0; i < batch * 2; ++i)
+    for (int64_t s = skip; s < seq; ++s)
+      if (position_ids[i * seq + s] < 0 || position_ids[i * seq + s] >= table_rows) return 1;
   const float query_scale = in(SCALARS)[0], layer_scale = in(SCALARS)[1], alpha = in(SCALARS)[2];
   const float epsilon = in(SCALARS)[3];
   float *key_cache = static_cast<float *>(params[KEY_CACHE]), *value_cache = static_cast<float *>(params[VALUE_CACHE]);
   float *out = static_cast<float *>(params[OUT]);
 
-  const int64_t rows = batch * seq;
+  const int64_t rows = batch * kept;
   std::lock_guard<std::mutex> lock(scratch.mutex);
+  const float *x = in(X);
+  const bool *mask = static_cast<const bool *>(params[MASK]);
+  float *result = out;
+  if (skip > 0) {  // the kept rows, gathered: the kernels below see a batch of `kept` tokens
+    float *kept_x = Scratch::at_least(scratch.kept_x, rows * hidden);
+    gather_rows(x, kept_x, batch, seq, skip, hidden);
+    int32_t *kept_positions = Scratch::at_least(scratch.kept_positions, batch * 2 * kept);
+    gather_rows(position_ids, kept_positions, batch * 2, seq, skip, 1);
+    char *kept_mask = Scratch::at_least(scratch.kept_mask, rows * length);
+    gather_rows(reinterpret_cast<const char *>(mask), kept_mask, batch, seq, skip, length);
+    x = kept_x, position_ids = kept_positions, mask = reinterpret_cast<const bool *>(kept_mask);
+    slots += skip;
+    result = Scratch::at_least(scratch.kept_out, rows * hidden);
+  }
   float *qkv = Scratch::at_least(scratch.qkv, rows * 3 * hidden);
   float *query = Scratch::at_least(scratch.query, rows * hidden);
   float *context = Scratch::at_least(scratch.context, rows * hidden);
@@ -126,18 +157,18 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
   float *activations = Scratch::at_least(scratch.activations, rows * inner);
 
   glm::with_storage(qkv_w, hidden, [&](auto weights) {
-    glm::run(glm::Product<decltype(weights)>{in(X), weights, in(QKV_B), nullptr, 0.0f, qkv, rows, hidden,
+    glm::run(glm::Product<decltype(weights)>{x, weights, in(QKV_B), nullptr, 0.0f, qkv, rows, hidden,
                                              3 * hidden, false});
     return 0;
   });
   glm::Rotary rotary{qkv, position_ids, in(COS), in(SIN), query_scale, query, key_cache, value_cache,
-                     batch, seq, heads, dim};
+                     batch, kept, heads, dim};
   rotary.slots = slots;
   glm::run(rotary);
-  glm::run(glm::Attention{query, key_cache, value_cache, static_cast<const bool *>(params[MASK]), layer_scale,
-                          context, batch, seq, heads, length, dim});
+  glm::run(glm::Attention{query, key_cache, value_cache, mask, layer_scale,
+                          context, batch, kept, heads, length, dim});
   glm::with_storage(dense_w, hidden, [&](auto weights) {
-    glm::run(glm::Product<decltype(weights)>{context, weights, in(DENSE_B), in(X), alpha, mlp_input, rows, hidden,
+    glm::run(glm::Product<decltype(weights)>{context, weights, in(DENSE_B), x, alpha, mlp_input, rows, hidden,
                                              hidden, false},
              in(POST_GAMMA), in(POST_BETA), epsilon);
     return 0;
@@ -148,10 +179,15 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
     return 0;
   });
   glm::with_storage(four_h_to_h_w, inner, [&](auto weights) {
-    glm::run(glm::Product<decltype(weights)>{activations, weights, in(FOUR_H_TO_H_B), mlp_input, alpha, out, rows,
-                                             inner, hidden, false},
+    glm::run(glm::Product<decltype(weights)>{activations, weights, in(FOUR_H_TO_H_B), mlp_input, alpha, result,
+                                             rows, inner, hidden, false},
              in(NEXT_GAMMA), in(NEXT_BETA), epsilon);
     return 0;
   });
+  if (skip > 0) {  // skipped rows are zeros; kept ones go back to their places
+    std::fill(out, out + batch * seq * hidden, 0.0f);
+    for (int64_t b = 0; b < batch; ++b)
+      std::memcpy(out + (b * seq + skip) * hidden, result + b * kept * hidden, kept * hidden * sizeof(float));
+  }
   return 0;
 }
