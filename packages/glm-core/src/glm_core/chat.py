@@ -65,7 +65,7 @@ class ChatInputs:
 
 
 def fit_prompt(tokenizer, query: str, history: Sequence[tuple[str, str]], seq_length: int,
-               max_length: int = 2048, max_new_tokens: int | None = None) -> ChatInputs:
+               max_length: int = CHAT_GENERATION.max_length, max_new_tokens: int | None = None) -> ChatInputs:
     """Build the chat prompt, dropping the oldest rounds of ``history`` until it fits the model.
 
     ``max_length`` counts prompt and reply (Hugging Face's meaning) and is capped at ``seq_length``; the
@@ -136,7 +136,7 @@ class GLMChatModel(GLMForPreTraining):
         return response, new_history
 
     def chat_inputs(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
-                    max_length: int = 2048, max_new_tokens: int | None = None) -> ChatInputs:
+                    max_length: int = CHAT_GENERATION.max_length, max_new_tokens: int | None = None) -> ChatInputs:
         """The prompt ``chat`` would run, with its ids; logs once when old rounds are dropped."""
         history = list(history or [])
         inputs = fit_prompt(tokenizer, query, history, self.config.seq_length, max_length, max_new_tokens)

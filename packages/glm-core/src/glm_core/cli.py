@@ -236,8 +236,7 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     from glm_core.auto import AutoModel, AutoTokenizer
-    from glm_core.generation import GenerationConfig
-    from glm_core.text_generation import DEFAULT_MAX_LENGTH, generate_texts
+    from glm_core.text_generation import TEXT_GENERATION, generate_texts
 
     prompts = list(args.prompt)
     if args.input is not None:
@@ -246,7 +245,7 @@ def run_generate(args: argparse.Namespace) -> None:
         raise UsageError("no prompts: pass --prompt TEXT or --input FILE")
     if args.output is not None and args.input is not None and args.output.resolve() == args.input.resolve():
         raise UsageError(f"--output {args.output} is the --input file: write the results elsewhere")
-    config = _generation_config(args, GenerationConfig(max_length=DEFAULT_MAX_LENGTH))
+    config = _generation_config(args, TEXT_GENERATION)
     tokenizer, model = AutoTokenizer.from_pretrained(args.model), AutoModel.from_pretrained(args.model)
     results, stats = generate_texts(model, tokenizer, prompts, config, batch_size=args.batch_size)
     if args.output is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("text_generation",)
 RESULT_KEY = "text_generation_text"
-DEFAULT_MAX_LENGTH = 2048  # MindFormers' default; capped at the model's seq_length
+# greedy, up to MindFormers' default length (capped at the model's seq_length): generate_texts', the pipeline's
+# and glm generate's defaults
+TEXT_GENERATION = GenerationConfig(max_length=2048)
 
 
 @dataclass
@@ -41,11 +43,11 @@ def generate_texts(model: GLMForPreTraining, tokenizer, prompts: Sequence[str],
                    **overrides) -> tuple[list[GeneratedText], GenerationStats]:
     """Continue each prompt, ``batch_size`` prompts per left-padded batch.
 
-    ``config`` (default: greedy, ``max_length`` 2048) with ``overrides`` of its fields; ``max_length``
-    counts prompt and continuation and is capped at the model's ``seq_length``, ``max_new_tokens`` replaces
-    it. Ids with no tokenizer piece are never generated. Returns the results in prompt order and the timing
-    summed over the batches (compile time apart). Raises ``ValueError`` for an empty list, a bad
-    ``batch_size`` or option, or a prompt that leaves no room for new tokens.
+    ``config`` (default :data:`TEXT_GENERATION`: greedy, ``max_length`` 2048) with ``overrides`` of its
+    fields; ``max_length`` counts prompt and continuation and is capped at the model's ``seq_length``,
+    ``max_new_tokens`` replaces it. Ids with no tokenizer piece are never generated. Returns the results in
+    prompt order and the timing summed over the batches (compile time apart). Raises ``ValueError`` for an
+    empty list, a bad ``batch_size`` or option, or a prompt that leaves no room for new tokens.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -53,7 +55,7 @@ def generate_texts(model: GLMForPreTraining, tokenizer, prompts: Sequence[str],
         raise ValueError("no prompts given: pass a string or a non-empty list of strings")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    config = (config or GenerationConfig(max_length=DEFAULT_MAX_LENGTH)).updated(**overrides)
+    config = (config or TEXT_GENERATION).updated(**overrides)
     model_config = model.config
     eos = config.eos_token_id or model_config.eos_token_id
     generator = generator_for(model)
@@ -96,7 +98,7 @@ class TextGenerationPipeline:
     def __init__(self, model: GLMForPreTraining, tokenizer, config: GenerationConfig | None = None,
                  batch_size: int = 8):
         self.model, self.tokenizer = model, tokenizer
-        self.config = config or GenerationConfig(max_length=DEFAULT_MAX_LENGTH)
+        self.config = config or replace(TEXT_GENERATION)  # a copy: a caller may change its pipeline's config
         self.batch_size = batch_size
         self.generation_stats: GenerationStats | None = None
 
@@ -124,9 +126,9 @@ def pipeline(task: str = "text_generation", model: str | os.PathLike | GLMForPre
     if isinstance(model, GLMForPreTraining):
         if tokenizer is None:
             raise ValueError("pipeline(model=<a loaded model>) needs tokenizer=…; or pass a folder or a name")
-        defaults = GenerationConfig(max_length=DEFAULT_MAX_LENGTH)
+        defaults = TEXT_GENERATION
     else:
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model)
-        defaults = GenerationConfig.from_pretrained(locate(model).tokenizer_dir, max_length=DEFAULT_MAX_LENGTH)
+        defaults = GenerationConfig.from_pretrained(locate(model).tokenizer_dir, **vars(TEXT_GENERATION))
         model = AutoModel.from_pretrained(model)
     return TextGenerationPipeline(model, tokenizer, defaults.updated(**generation), batch_size)
