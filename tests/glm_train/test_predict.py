@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from glm_core.generation import GenerationConfig
+from glm_core.generation_config import GenerationConfig
 from glm_train.predict import PromptFileError, predict, read_prompts
 
 PROMPTS = ["你好", "类型#裙*版型#显瘦*风格#休闲", "请介绍一下华为", "hello", "类型#上衣*颜色#白色"]

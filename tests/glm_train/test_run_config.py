@@ -2,7 +2,7 @@
 
 import pytest
 
-from glm_core.generation import GenerationConfig
+from glm_core.generation_config import GenerationConfig
 from glm_core.lora import LoRAConfig
 from glm_train.run_config import (
     RunConfigError,

@@ -8,7 +8,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from glm_core.generation import GenerationConfig
+from glm_core.generation_config import GenerationConfig
 from glm_train.checkpoints import load_training_checkpoint
 from glm_train.predict import predict
 

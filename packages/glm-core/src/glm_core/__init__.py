@@ -22,7 +22,7 @@ _EXPORTS = {
     "load_checkpoint": "glm_core.checkpoint",
     "save_model_checkpoint": "glm_core.checkpoint",
     "GLMConfig": "glm_core.config",
-    "GenerationConfig": "glm_core.generation",
+    "GenerationConfig": "glm_core.generation_config",
     "GenerationStats": "glm_core.generation",
     "Generator": "glm_core.generation",
     "generate": "glm_core.generation",

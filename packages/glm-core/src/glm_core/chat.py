@@ -22,14 +22,14 @@ import numpy as np
 
 from glm_core.checkpoint import save_model_checkpoint
 from glm_core.config import GLMConfig
-from glm_core.generation import GenerationConfig, GenerationStats, generator_for
+from glm_core.generation import GenerationStats, generator_for
+from glm_core.generation_config import CHAT_GENERATION, GenerationConfig
 from glm_core.model import GLMForPreTraining
 from glm_core.names import CHECKPOINT_NAME
 from glm_tokenizer import chat_prompt
 
 logger = logging.getLogger(__name__)
 
-CHAT_GENERATION = GenerationConfig(max_length=2048, do_sample=True, top_p=0.7, temperature=0.95)  # the original's
 MIN_REPLY_TOKENS = 16  # history is dropped until the prompt leaves at least this many tokens for the reply
 
 History = list[tuple[str, str]]

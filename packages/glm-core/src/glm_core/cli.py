@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from glm_core.generation_config import CHAT_GENERATION, TEXT_GENERATION, GenerationConfig
+
 API_KEY_ENV = "GLM_API_KEY"  # glm serve's API key when --api-key is not given
 MODEL_HELP = ("a model folder (config.json, one .ckpt, ice_text.model, tokenizer_config.json) or a name, "
               "glm_6b or glm_6b_chat, looked up under $GLM_HOME (default ./checkpoint_download/glm)")
@@ -48,17 +50,17 @@ def port_number(text: str) -> int:
     return value
 
 
-def add_sampling_defaults(parser: argparse.ArgumentParser, top_p: float, temperature: float,
-                          do_sample: bool) -> None:
-    """The sampling flags whose defaults differ between subcommands (chat samples, generate is greedy). A flag
-    not given leaves the model folder's generation_config.json, else the subcommand's default, in place."""
+def add_sampling_defaults(parser: argparse.ArgumentParser, defaults: GenerationConfig) -> None:
+    """The sampling flags whose defaults differ between subcommands (chat samples, generate is greedy), with
+    ``defaults`` in their help. A flag not given leaves the model folder's generation_config.json, else the
+    subcommand's ``defaults``, in place."""
     parser.add_argument("--top-p", type=float, metavar="P",
-                        help=f"sample from the most likely tokens holding probability P (default: {top_p})")
+                        help=f"sample from the most likely tokens holding probability P (default: {defaults.top_p})")
     parser.add_argument("--temperature", type=float, metavar="T",
-                        help=f"divide the scores by T before sampling (default: {temperature})")
+                        help=f"divide the scores by T before sampling (default: {defaults.temperature})")
     parser.add_argument("--do-sample", action=argparse.BooleanOptionalAction,
                         help="sample instead of taking the most likely token at each step "
-                             f"(default: {'sample' if do_sample else 'greedy'})")
+                             f"(default: {'sample' if defaults.do_sample else 'greedy'})")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -79,13 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     sampling = argparse.ArgumentParser(add_help=False)
     sampling.add_argument("--max-length", type=positive_int, metavar="N",
                           help="tokens in prompt and answer together, capped at the model's seq_length "
-                               "(default: 2048)")
+                               f"(default: {TEXT_GENERATION.max_length})")
     sampling.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                           help="generate exactly up to N new tokens; replaces --max-length")
     sampling.add_argument("--top-k", type=int, metavar="K",
-                          help="sample only among the K most likely tokens; 0 keeps all (default: 0)")
+                          help="sample only among the K most likely tokens; 0 keeps all "
+                               f"(default: {TEXT_GENERATION.top_k})")
     sampling.add_argument("--repetition-penalty", type=float, metavar="P",
-                          help="divide the scores of tokens already present by P (default: 1.0)")
+                          help="divide the scores of tokens already present by P "
+                               f"(default: {TEXT_GENERATION.repetition_penalty})")
     sampling.add_argument("--seed", type=int, help="random seed of the sampler, for repeatable samples")
 
     parser = OneLineErrorParser(
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "When stdin is not a terminal, each input line is one query and only the answers are "
                     "printed, one per line.")
     chat.add_argument("model", help=MODEL_HELP)
-    add_sampling_defaults(chat, top_p=0.7, temperature=0.95, do_sample=True)
+    add_sampling_defaults(chat, CHAT_GENERATION)
 
     generate = commands.add_parser(
         "generate", parents=[common, sampling], help="continue prompts, in batches",
@@ -116,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "printing")
     generate.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                           help="prompts generated together (default: %(default)s)")
-    add_sampling_defaults(generate, top_p=1.0, temperature=1.0, do_sample=False)
+    add_sampling_defaults(generate, TEXT_GENERATION)
 
     serve = commands.add_parser(
         "serve", parents=[common, sampling], help="serve an OpenAI-compatible HTTP API and a chat page",
@@ -136,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the model id that /v1/models lists and responses carry (default: the folder's name)")
     serve.add_argument("--max-queue", type=positive_int, metavar="N",
                        help="requests that may wait for the model; more get HTTP 503 (default: 64)")
-    add_sampling_defaults(serve, top_p=0.7, temperature=0.95, do_sample=True)
+    add_sampling_defaults(serve, CHAT_GENERATION)
 
     info = commands.add_parser(
         "info", parents=[common], help="show a model's files, config, size and versions",
@@ -162,7 +166,6 @@ def _setup_mindspore(threads: int | None) -> None:
 def _generation_config(args: argparse.Namespace, defaults):
     """The model folder's generation_config.json over ``defaults``, the flags over both."""
     from glm_core.auto import locate
-    from glm_core.generation import GenerationConfig
 
     try:
         config = GenerationConfig.from_pretrained(locate(args.model).tokenizer_dir, **vars(defaults))
@@ -176,7 +179,7 @@ def _generation_config(args: argparse.Namespace, defaults):
 
 def run_chat(args: argparse.Namespace) -> None:
     from glm_core.auto import AutoModel, AutoTokenizer
-    from glm_core.chat import CHAT_GENERATION, interactive_chat
+    from glm_core.chat import interactive_chat
 
     config = _generation_config(args, CHAT_GENERATION)
     interactive = sys.stdin.isatty()
@@ -236,7 +239,7 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     from glm_core.auto import AutoModel, AutoTokenizer
-    from glm_core.text_generation import TEXT_GENERATION, generate_texts
+    from glm_core.text_generation import generate_texts
 
     prompts = list(args.prompt)
     if args.input is not None:
@@ -277,7 +280,6 @@ def run_info(args: argparse.Namespace) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> None:
-    from glm_core.chat import CHAT_GENERATION
 
     try:
         from glm_core.serve import serve

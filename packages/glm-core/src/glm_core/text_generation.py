@@ -16,16 +16,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from glm_core.auto import AutoModel, AutoTokenizer, locate
-from glm_core.generation import GenerationConfig, GenerationStats, generator_for
+from glm_core.generation import GenerationStats, generator_for
+from glm_core.generation_config import TEXT_GENERATION, GenerationConfig
 from glm_core.model import GLMForPreTraining
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("text_generation",)
 RESULT_KEY = "text_generation_text"
-# greedy, up to MindFormers' default length (capped at the model's seq_length): generate_texts', the pipeline's
-# and glm generate's defaults
-TEXT_GENERATION = GenerationConfig(max_length=2048)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
-from glm_core.generation import GenerationConfig
+from glm_core.generation_config import GenerationConfig
 from glm_data import DataError, read_records
 from glm_eval import score
 from glm_train.predict import (

@@ -21,8 +21,7 @@ from typing import TextIO
 import numpy as np
 
 from glm_core import generate, process_response
-from glm_core.chat import CHAT_GENERATION
-from glm_core.generation import GenerationConfig
+from glm_core.generation_config import CHAT_GENERATION, GenerationConfig
 
 # eval and predict: greedy, 64 new tokens, seed 0; do_sample=True samples as glm chat does (top_p, temperature)
 RUN_GENERATION = dataclasses.replace(CHAT_GENERATION, max_length=None, max_new_tokens=64, do_sample=False, seed=0)

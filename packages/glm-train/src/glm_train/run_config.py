@@ -337,7 +337,7 @@ def generation_config(config: Mapping[str, Any], source: str = "run config"):
     :data:`SAMPLING_KEYS` (MindFormers' names), the run's ``seed``, and as ``max_new_tokens`` the run mode's
     :data:`NEW_TOKENS_KEYS` entry. Raises :class:`RunConfigError` naming the key for a value of the wrong kind
     or out of range."""
-    from glm_core.generation import GenerationConfig
+    from glm_core.generation_config import GenerationConfig
 
     values = config["model"]["model_config"]
     section, key = NEW_TOKENS_KEYS.get(config["run_mode"], NEW_TOKENS_KEYS["predict"])

@@ -37,8 +37,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from glm_core.chat import CHAT_GENERATION, GLMChatModel, process_response
-from glm_core.generation import GenerationConfig, generator_for
+from glm_core.chat import GLMChatModel, process_response
+from glm_core.generation import generator_for
+from glm_core.generation_config import CHAT_GENERATION, GenerationConfig
 from glm_core.serve.protocol import (
     APIError,
     ChatCompletionRequest,

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 
 from glm_core.chat import HOLD_BACK_CHARACTERS
-from glm_core.generation import GenerationConfig, Generator
+from glm_core.generation import Generator
+from glm_core.generation_config import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
