@@ -139,16 +139,20 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
   const float *x = in(X);
   const bool *mask = static_cast<const bool *>(params[MASK]);
   float *result = out;
-  if (skip > 0) {  // the kept rows, gathered: the kernels below see a batch of `kept` tokens
-    float *kept_x = Scratch::at_least(scratch.kept_x, rows * hidden);
-    gather_rows(x, kept_x, batch, seq, skip, hidden);
+  if (skip > 0) {  // the kernels below see a batch of `kept` tokens: the kept rows, gathered (in place for one row)
     int32_t *kept_positions = Scratch::at_least(scratch.kept_positions, batch * 2 * kept);
     gather_rows(position_ids, kept_positions, batch * 2, seq, skip, 1);
-    char *kept_mask = Scratch::at_least(scratch.kept_mask, rows * length);
-    gather_rows(reinterpret_cast<const char *>(mask), kept_mask, batch, seq, skip, length);
-    x = kept_x, position_ids = kept_positions, mask = reinterpret_cast<const bool *>(kept_mask);
-    slots += skip;
-    result = Scratch::at_least(scratch.kept_out, rows * hidden);
+    position_ids = kept_positions, slots += skip;
+    if (batch == 1) {
+      x += skip * hidden, mask += skip * length, result += skip * hidden;
+    } else {
+      float *kept_x = Scratch::at_least(scratch.kept_x, rows * hidden);
+      gather_rows(x, kept_x, batch, seq, skip, hidden);
+      char *kept_mask = Scratch::at_least(scratch.kept_mask, rows * length);
+      gather_rows(reinterpret_cast<const char *>(mask), kept_mask, batch, seq, skip, length);
+      x = kept_x, mask = reinterpret_cast<const bool *>(kept_mask);
+      result = Scratch::at_least(scratch.kept_out, rows * hidden);
+    }
   }
   float *qkv = Scratch::at_least(scratch.qkv, rows * 3 * hidden);
   float *query = Scratch::at_least(scratch.query, rows * hidden);
@@ -184,9 +188,9 @@ extern "C" int glm_layer(int nparam, void **params, int *ndims, int64_t **shapes
              in(NEXT_GAMMA), in(NEXT_BETA), epsilon);
     return 0;
   });
-  if (skip > 0) {  // skipped rows are zeros; kept ones go back to their places
-    std::fill(out, out + batch * seq * hidden, 0.0f);
-    for (int64_t b = 0; b < batch; ++b)
+  for (int64_t b = 0; skip > 0 && b < batch; ++b) {  // skipped rows are zeros; gathered ones go back in place
+    std::fill(out + b * seq * hidden, out + (b * seq + skip) * hidden, 0.0f);
+    if (batch > 1)
       std::memcpy(out + (b * seq + skip) * hidden, result + b * kept * hidden, kept * hidden * sizeof(float));
   }
   return 0;
