@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mindspore as ms
@@ -86,12 +87,22 @@ def test_two_node_ranks_on_loopback_equal_one_process(golden_model_dir, train_fi
     from glm_train.launch import free_port
 
     output = tmp_path / "nodes"
-    port = str(free_port("127.0.0.1"))
-    nodes = [subprocess.Popen([sys.executable, "-m", "glm_train.cli", "launch", "--nproc", "1", "--worker_num", "2",
-                               "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
-                               "--log_dir", str(output / f"log_node{node}"), "--",
-                               *run_flags(golden_model_dir, train_file, output, GLOBAL_BATCH // 2)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+    port = free_port("127.0.0.1")
+
+    def start(node: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "glm_train.cli", "launch", "--nproc", "1", "--worker_num", "2",
+                                 "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                                 "--log_dir", str(output / f"log_node{node}"), "--",
+                                 *run_flags(golden_model_dir, train_file, output, GLOBAL_BATCH // 2)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    # Node 1 starts once node 0's scheduler listens: on one machine both nodes start a scheduler on the port
+    # (see below), and node 0's must be the one that binds it.
+    nodes = [start(0)]
+    deadline = time.monotonic() + 120
+    while not listening(port) and nodes[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    nodes.append(start(1))
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
     assert nodes[0].returncode == 0, outputs[0][-2000:]
     # msrun starts a scheduler wherever master_addr is a local address, so on one machine node 1 starts a
@@ -121,6 +132,16 @@ def test_a_failed_rank_ends_the_run_naming_its_log(golden_model_dir, train_file,
     assert not list(output.glob("checkpoint/rank_0/*.ckpt"))
     # nothing of the run is left behind: no worker, no scheduler
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _has_marker(pid, str(output))]
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on TCP ``port`` on this machine (read from /proc/net, without connecting)."""
+    for table in ("tcp", "tcp6"):
+        for line in Path("/proc/net", table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                return True
+    return False
 
 
 def _has_marker(pid: str, marker: str) -> bool:
