@@ -83,8 +83,10 @@ void tanh_gelu(float *values, int64_t count) {
 // ---------------------------------------------------------------------------------------- weight storages
 // Each storage reads row j of a [n, k] weight matrix as float32 values, LANES at a time: block(j, b) prepares
 // the reading of the row's block b, inputs b * block_size() on (its scale, for the quantized ones); a STEP of
-// inputs is read as STEP / LANES vectors, vector v summed in chain v % CHAINS; vector(i, v) of a block is then the LANES values from input i + v * LANES, for i at
-// the start of a STEP; at(j, i) is one value (the k % LANES tail).
+// inputs is read as STEP / LANES vectors, vector v summed in chain v % CHAINS; vector(i, v) of a block is then the
+// LANES values from input i + v * LANES, for i at the start of a STEP; at(j, i) is one value (the k % LANES tail).
+// address(j, i) is where input i of row j lies (the rows follow one another), BITS the bits of each value, and a
+// decode step reads DECODE_ROWS rows side by side (see Product::outputs).
 
 // A float16 as float32 (exact): with the CPU's instruction where there is one (GCC calls a library function
 // for a plain _Float16 conversion on x86).
@@ -114,7 +116,7 @@ ALWAYS_INLINE Lanes halves(const uint16_t *p) {
 struct Float32Weights {
   const float *w;
   int64_t k;
-  static constexpr int STEP = LANES, CHAINS = 1, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE;
+  static constexpr int STEP = LANES, CHAINS = 1, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE, BITS = 32;
 
   struct Block {
     const float *row;
@@ -123,12 +125,13 @@ struct Float32Weights {
   int64_t block_size() const { return k; }
   ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k}; }
   ALWAYS_INLINE float at(int64_t j, int64_t i) const { return w[j * k + i]; }
+  ALWAYS_INLINE const void *address(int64_t j, int64_t i) const { return w + j * k + i; }
 };
 
 struct Float16Weights {
   const uint16_t *w;
   int64_t k;
-  static constexpr int STEP = LANES, CHAINS = 1, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE;
+  static constexpr int STEP = LANES, CHAINS = 1, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE, BITS = 16;
 
   struct Block {
     const uint16_t *row;
@@ -137,18 +140,19 @@ struct Float16Weights {
   int64_t block_size() const { return k; }
   ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k}; }
   ALWAYS_INLINE float at(int64_t j, int64_t i) const { return half_to_float(w[j * k + i]); }
+  ALWAYS_INLINE const void *address(int64_t j, int64_t i) const { return w + j * k + i; }
 };
 
 // int8 values q [n, k] and one float16 scale per row s [n]: w[j, i] = q[j, i] * s[j] (the original's quantize(8)).
 // The sums run over x * q, and finish multiplies each by its row's scale: a multiply per LANES weights fewer,
 // where the conversion already costs two instructions. Each output keeps two chains of lane sums (even and
-// odd LANES of inputs), so that a decode step, reading one row at a time, has two additions in flight, not one
-// waiting for the other; a prompt's tiles are then half as wide, to keep their sums in registers.
+// odd LANES of inputs), so that each row has two additions in flight, not one waiting for the other; a prompt's
+// tiles are then half as wide, to keep their sums in registers.
 struct Int8Weights {
   const int8_t *w;
   const uint16_t *scale;
   int64_t k;
-  static constexpr int STEP = 2 * LANES, CHAINS = 2, DECODE_ROWS = 1, PREFILL_COLUMNS = OUTPUT_TILE / 2;
+  static constexpr int STEP = 2 * LANES, CHAINS = 2, DECODE_ROWS = 4, PREFILL_COLUMNS = OUTPUT_TILE / 2, BITS = 8;
   typedef int8_t Bytes __attribute__((vector_size(LANES), aligned(1)));
   typedef int32_t Ints __attribute__((vector_size(LANES * sizeof(int32_t))));
 
@@ -170,6 +174,7 @@ struct Int8Weights {
   int64_t block_size() const { return k; }
   ALWAYS_INLINE Block block(int64_t j, int64_t) const { return {w + j * k}; }
   ALWAYS_INLINE float at(int64_t j, int64_t i) const { return static_cast<float>(w[j * k + i]); }
+  ALWAYS_INLINE const void *address(int64_t j, int64_t i) const { return w + j * k + i; }
   ALWAYS_INLINE float row_scale(int64_t j) const { return half_to_float(scale[j]); }
 };
 
@@ -180,7 +185,7 @@ struct Int4Weights {
   const uint8_t *w;
   const uint16_t *scale;
   int64_t k, group, groups;  // groups = k / group
-  static constexpr int STEP = 32, CHAINS = 1, DECODE_ROWS = 4, PREFILL_COLUMNS = OUTPUT_TILE;
+  static constexpr int STEP = 32, CHAINS = 1, DECODE_ROWS = 8, PREFILL_COLUMNS = OUTPUT_TILE, BITS = 4;
   typedef uint8_t Bytes __attribute__((vector_size(LANES), aligned(1)));
   typedef int32_t Ints __attribute__((vector_size(LANES * sizeof(int32_t))));
 
@@ -219,12 +224,36 @@ struct Int4Weights {
     return {w + j * (k / 2), Lanes{} + half_to_float(scale[j * groups + b])};
 #endif
   }
+  ALWAYS_INLINE const void *address(int64_t j, int64_t i) const { return w + j * (k / 2) + i / 2; }
   ALWAYS_INLINE float at(int64_t j, int64_t i) const {
     const uint8_t byte = w[j * (k / 2) + i / 32 * 16 + i % 16];
     const int nibble = i % 32 >= 16 ? byte >> 4 : byte & 15;
     return static_cast<float>(nibble - 8) * half_to_float(scale[j * groups + i / group]);
   }
 };
+
+// The LANES sums added up by halves: lane i plus lane i + LANES / 2 for each i of the lower half, and so on down
+// to one lane. The same additions lane by lane would take a store and a dozen scalar loads and adds per output.
+ALWAYS_INLINE float halving_sum(Lanes sum) {
+#if defined(__AVX__)
+#if defined(__AVX512F__)
+  const __m512 sixteen = reinterpret_cast<__m512>(sum);
+  const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(sixteen),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sixteen), 1)));
+#else
+  const __m256 eight = reinterpret_cast<__m256>(sum);
+#endif
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+#else
+  float s[LANES];
+  std::memcpy(s, &sum, sizeof s);
+  for (int half = LANES / 2; half >= 1; half /= 2)
+    for (int i = 0; i < half; ++i) s[i] += s[i + half];
+  return s[0];
+#endif
+}
 
 // y [rows, n] = x [rows, k] @ w [n, k].T (+ bias [n] when given), w read through the storage W.
 template <typename W>
@@ -241,11 +270,7 @@ struct Product {
   ALWAYS_INLINE float finish(const Lanes (&chains)[W::CHAINS], int64_t r, int64_t j) const {
     Lanes sum = chains[0];
     for (int chain = 1; chain < W::CHAINS; ++chain) sum += chains[chain];
-    float s[LANES];
-    std::memcpy(s, &sum, sizeof s);
-    for (int half = LANES / 2; half >= 1; half /= 2)
-      for (int i = 0; i < half; ++i) s[i] += s[i + half];
-    float total = s[0];
+    float total = halving_sum(sum);
     for (int64_t i = k / LANES * LANES; i < k; ++i) total = __builtin_fmaf(x[r * k + i], weights.at(j, i), total);
     if constexpr (std::is_same_v<W, Int8Weights>) total *= weights.row_scale(j);
     if (bias) total += bias[j];
@@ -256,11 +281,35 @@ struct Product {
   }
 
   // Rows r..r+R-1 of x against rows j..j+C-1 of w: R * C lane sums held in registers, added to in the order of
-  // the inputs whatever the storage (a block of a quantized row starts on a step: see check_storage).
+  // the inputs whatever the storage (a block of a quantized row starts on a step: see check_storage). The usual
+  // int4 groups get loops of a fixed length, which GCC unrolls: a group's loop of one or two steps, counted at
+  // run time, took as many instructions as its products.
   template <int R, int C>
   ALWAYS_INLINE void tile(int64_t r, int64_t j) const {
+    if constexpr (std::is_same_v<W, Int4Weights>) {
+      switch (weights.group) {
+        case 32: return tile_of_blocks<R, C, 1>(r, j);
+        case 64: return tile_of_blocks<R, C, 2>(r, j);
+        case 128: return tile_of_blocks<R, C, 4>(r, j);
+        default: break;
+      }
+    }
+    tile_of_blocks<R, C, 0>(r, j);
+  }
+
+  // A decode step prefetches the weights at least this far ahead (see tile_of_blocks).
+  static constexpr int64_t PREFETCH_BYTES = 8192;
+
+  // tile, for blocks of BLOCK_STEPS steps (0: of block_size() inputs, the last one maybe shorter).
+  template <int R, int C, int BLOCK_STEPS>
+  ALWAYS_INLINE void tile_of_blocks(int64_t r, int64_t j) const {
     Lanes sum[R][C][W::CHAINS] = {};
-    const int64_t size = weights.block_size();
+    const int64_t size = BLOCK_STEPS > 0 ? BLOCK_STEPS * W::STEP : weights.block_size();
+    // A decode step reads C rows side by side, which the CPU's prefetchers follow badly (four streams read half as
+    // fast as one here), so each step prefetches the bytes of the rows that follow, in order, one tile or
+    // PREFETCH_BYTES ahead, whichever is farther: C * STEP inputs' worth a step, as fast as the tile reads.
+    const char *const first = static_cast<const char *>(weights.address(j, 0));
+    const int64_t ahead = std::max(PREFETCH_BYTES, static_cast<const char *>(weights.address(j + C, 0)) - first);
     for (int64_t b = 0, start = 0; start < k; ++b, start += size) {
       typename W::Block block[C];
       for (int c = 0; c < C; ++c) block[c] = weights.block(j + c, b);
@@ -270,14 +319,27 @@ struct Product {
         for (int c = 0; c < C; ++c) wv[c] = block[c].vector(i, v);
         for (int q = 0; q < R; ++q) {
           Lanes xv = load(x + (r + q) * k + i + v * LANES);
+          // One load for the C rows: GCC would otherwise fold a load of x into each of their multiply-adds.
+          if constexpr (C > 1) __asm__("" : "+v"(xv));
           for (int c = 0; c < C; ++c) sum[q][c][v % W::CHAINS] += xv * wv[c];
         }
       };
-      int64_t i = start;
-      for (; i + W::STEP <= end; i += W::STEP)
+      const auto step = [&](int64_t i) __attribute__((always_inline)) {
+        if constexpr (R == 1) {
+          constexpr int lines = std::max(1, C * W::STEP * W::BITS / 8 / 64);
+          const char *front = static_cast<const char *>(weights.address(j, i * C)) + ahead;
+          for (int line = 0; line < lines; ++line) __builtin_prefetch(front + line * 64);
+        }
         for (int v = 0; v < W::STEP / LANES; ++v) add(i, v);
-      if constexpr (W::CHAINS > 1)  // a last vector short of a whole step (int4 blocks are whole steps)
-        for (; i + LANES <= end; i += LANES) add(i, 0);
+      };
+      if constexpr (BLOCK_STEPS > 0) {
+        for (int s = 0; s < BLOCK_STEPS; ++s) step(start + s * W::STEP);
+      } else {
+        int64_t i = start;
+        for (; i + W::STEP <= end; i += W::STEP) step(i);
+        if constexpr (W::CHAINS > 1)  // a last vector short of a whole step (int4 blocks are whole steps)
+          for (; i + LANES <= end; i += LANES) add(i, 0);
+      }
     }
     for (int q = 0; q < R; ++q)
       for (int c = 0; c < C; ++c) y[(r + q) * n + j + c] = finish(sum[q][c], r + q, j + c);
@@ -298,10 +360,9 @@ struct Product {
 
   // Outputs begin..end-1 of every row: each weight row is read once, OUTPUT_TILE rows at a time, which
   // shares each load of x among them. A single row of x (a decode step) has nothing to share, and reads
-  // float32 weights one row after the other instead: a single stream, which the CPU prefetches best (8-15 %
-  // faster than six streams side by side on the LM head here); so do float16 and int8 weights. int4 weights are
-  // read W::DECODE_ROWS rows side by side: their conversion takes the most instructions, and a single row's
-  // sums, each waiting for the one before, would leave the CPU idle in between. The sums are the same either way.
+  // W::DECODE_ROWS rows side by side: one for float32 and float16 weights, whose rows stream fastest alone; four
+  // for int8 and eight for int4, whose conversion takes more instructions, and whose sums, each waiting for the
+  // one before, would leave the CPU idle in between for a single row. The sums are the same either way.
   void outputs(int64_t begin, int64_t end) const {
     int64_t j = begin;
     if (rows > 1)
