@@ -72,10 +72,11 @@ def write_model_folder(folder: Path, config: GLMConfig, weights: str = "float16"
             values = np.ones(shape, np.float16) if name.endswith("gamma") else np.resize(block, shape)
             if weights == "float16":
                 writer.add(name, values)
-            elif formats.is_quantized_linear(name):
-                stored, scales = formats.quantize(values, weights)
+            elif formats.linear_storage(name, weights) is not None:
+                stored, scales = formats.quantize(values, formats.linear_storage(name, weights))
                 writer.add(name, stored)
-                writer.add(formats.scale_name(name), scales)
+                if scales is not None:
+                    writer.add(formats.scale_name(name), scales)
             else:
                 writer.add(name, values, np.float16 if name.endswith("embedding_table") else np.float32)
     config.save_pretrained(folder)

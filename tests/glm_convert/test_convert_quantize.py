@@ -19,12 +19,13 @@ def plain_folder(golden_hf_dir, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("storage, bits, weight_type, weight_shape, scale_shape", [
-    ("int8", 8, "Int8", (192, 64), (192,)),
-    ("int4", 4, "UInt8", (192, 32), (192, 2)),
+@pytest.mark.parametrize("storage, bits, weight_type, weight_shape, scale_shape, head_type", [
+    ("int8", 8, "Int8", (192, 64), (192,), "Float16"),
+    ("int4", 4, "UInt8", (192, 32), (192, 2), "Int8"),
 ])
 def test_quantized_folder_holds_what_model_quantize_gives(golden_hf_dir, plain_folder, tmp_path, capsys, storage,
-                                                          bits, weight_type, weight_shape, scale_shape):
+                                                          bits, weight_type, weight_shape, scale_shape, head_type):
+    """The LM head one step wider than the layers: float16 beside int8 (no scales), int8 beside int4."""
     folder = tmp_path / storage
     arguments = ["--group-size", "32"] if storage == "int4" else []
     assert main(["hf-to-ms", str(golden_hf_dir), str(folder), "--quantize", storage, *arguments, "--quiet"]) == 0
@@ -34,7 +35,8 @@ def test_quantized_folder_holds_what_model_quantize_gives(golden_hf_dir, plain_f
         assert tensors[f"{QKV}.weight"].tensor_type == weight_type and tensors[f"{QKV}.weight"].shape == weight_shape
         assert tensors[f"{QKV}.weight_scale"].tensor_type == "Float16"
         assert tensors[f"{QKV}.weight_scale"].shape == scale_shape
-        assert tensors["lm_head.weight_scale"].shape[0] == 3200
+        assert tensors["lm_head.weight"].tensor_type == head_type
+        assert ("lm_head.weight_scale" in tensors) == (head_type == "Int8")
         assert tensors["transformer.word_embeddings.embedding_table"].tensor_type == "Float16"
         assert tensors[f"{QKV}.bias"].tensor_type == "Float32"
         assert tensors["transformer.final_layernorm.gamma"].tensor_type == "Float32"

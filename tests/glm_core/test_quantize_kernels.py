@@ -129,15 +129,41 @@ def test_int8_is_the_originals_quantize_8():
     assert stored.dtype == np.int8 and np.abs(stored).max() == 127
 
 
+def absmax_rule_error(weight, group_size):
+    """Squared error of each group under the plain rule scale = max |w| / 7 (float16), values round(w / scale)."""
+    groups = weight.reshape(weight.shape[0], -1, group_size)
+    scales = (np.abs(groups).max(axis=-1, keepdims=True) / 7).astype(np.float16).astype(np.float32)
+    return np.square(np.rint(groups / scales) * scales - groups).sum(axis=-1)
+
+
 @pytest.mark.parametrize("group_size", [32, 64])
-def test_int4_groups_hold_their_weights_within_half_a_step(group_size):
-    weight, stored, scales = stored_weights("int4", 5, 128, seed=2, group_size=group_size)
-    assert stored.shape == (5, 64) and scales.shape == (5, 128 // group_size) and scales.dtype == np.float16
-    step = np.repeat(scales.astype(np.float32), group_size, axis=1)
-    error = np.abs(formats.dequantize(stored, scales, "int4") - weight)
-    assert (error <= step / 2 * (1 + 1e-3)).all()
+def test_int4_scales_round_each_group_no_worse_than_max_over_7_and_use_all_16_levels(group_size):
+    weight, stored, scales = stored_weights("int4", 64, 256, seed=2, group_size=group_size)
+    assert stored.shape == (64, 128) and scales.shape == (64, 256 // group_size) and scales.dtype == np.float16
+    groups = (formats.dequantize(stored, scales, "int4") - weight).reshape(64, -1, group_size)
+    error = np.square(groups.astype(np.float64)).sum(axis=-1)
+    plain = absmax_rule_error(weight, group_size)
+    assert (error <= plain * (1 + 1e-5)).all()
     nibbles = formats.unpack_int4(stored)
-    assert nibbles.min() >= 1 and nibbles.max() <= 15  # symmetric: -7..7 around 8
+    assert nibbles.min() == 0 and nibbles.max() == 15
+    assert (scales < 0).any() and (scales > 0).any()  # the largest weight at -8, whichever its sign
+
+
+def test_int4_scale_search_rounds_gaussian_weights_with_less_error_than_max_over_7():
+    """About 15 % less in all (measured on Gaussian weights in groups of 32 and 64); 10 % is the bar."""
+    weight = np.random.default_rng(5).standard_normal((256, 1024), dtype=np.float32) * 0.02
+    for group_size in (32, 64):
+        stored, scales = formats.quantize(weight, "int4", group_size)
+        error = np.square(formats.dequantize(stored, scales, "int4") - weight).sum()
+        assert error < 0.9 ** 2 * absmax_rule_error(weight, group_size).sum()
+
+
+@pytest.mark.parametrize("storage, head", [("float16", "float16"), ("int8", "float16"), ("int4", "int8")])
+def test_the_lm_head_is_stored_one_step_wider_than_the_layers(storage, head):
+    assert formats.linear_storage("lm_head.weight", storage) == head
+    assert formats.linear_storage("transformer.layers.3.mlp.dense_4h_to_h.weight", storage) == storage
+    assert formats.linear_storage("transformer.layers.3.mlp.dense_4h_to_h.bias", storage) is None
+    assert formats.linear_storage("transformer.word_embeddings.embedding_table", storage) is None
 
 
 def test_int4_bytes_hold_input_t_and_t_plus_16_of_each_32():

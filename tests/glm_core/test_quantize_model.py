@@ -2,6 +2,7 @@
 model: float16 storage keeps the golden generations and logits; int8 and int4 move them as far as their
 rounding of the weights does."""
 
+import re
 import shutil
 
 import mindspore as ms
@@ -11,18 +12,23 @@ import pytest
 from glm_core import AutoModel, GLMChatModel
 from glm_core import quantize as formats
 from glm_core.auto import model_info
-from glm_core.checkpoint import load_state, model_parameters, save_model_checkpoint
+from glm_core.checkpoint import load_state, model_parameters, save_checkpoint, save_model_checkpoint
 from glm_core.generation import Generator, generator_for
 from glm_core.quantized_model import QuantizedLinear, weight_storage
 
 # forward.npz: 129 positions over 6 prompts. The golden weights are float16, so float16 storage changes nothing
-# and keeps every top token. The tiny model is far more sensitive than ChatGLM-6B: random weights of std 0.75,
-# whose top two logits lie 0.11 apart at a tenth of the positions; the reference's own float16 run (weights
-# exact, float16 arithmetic, about 1e-3 relative) keeps 98 %. int8 rounds each weight by up to 0.4 % of its
-# row's largest (0.6 % of the weights' norm) and keeps 86 %; int4, 11 %, keeps 19 % (measured when written).
-# The bars below sit under those figures: a misread weight (a wrong nibble order, a wrong scale) keeps about
-# one position in 3200.
-AGREEMENT = {"float16": 1.0, "int8": 0.84, "int4": 0.15}
+# and keeps every top token. The tiny model is far more sensitive than ChatGLM-6B: random weights of std 0.75
+# make its attention nearly hard (a small change of a query moves the attended token and a logit by several
+# units), and its top two logits lie 0.11 apart at a tenth of the positions; the reference's own float16 run
+# (weights exact, float16 arithmetic) keeps 98.4 %. Quantizing one kind of Linear at a time shows where the top
+# tokens go: QKV alone in int8 keeps 85 %, the LM head alone 99 %. The original's own scheme over these weights
+# (its quantize(8) / quantize(4): layers per row, LM head float16) keeps 86.8 % and 21.7 %, in numpy. Ours
+# keeps 112 positions in int8 (86.8 %; the same scheme) and 36 in int4 (27.9 %: groups of 32, scales chosen for
+# least squared error, LM head int8), measured when written; the bars are those counts. glm_bench's weights,
+# nearer a trained model's scale, keep 99.2 % (int8) and 94.6 % (int4) of these prompts' top tokens
+# (bench/decode.py prints the same figures over its own prompt).
+POSITIONS = 129
+AGREEMENT = {"float16": 129 / POSITIONS, "int8": 112 / POSITIONS, "int4": 36 / POSITIONS}
 
 
 def quantized(golden_config, golden_state, storage, group_size=formats.DEFAULT_GROUP_SIZE):
@@ -44,7 +50,7 @@ def dequantized_state(model) -> dict:
         if name.endswith(formats.SCALE_SUFFIX):
             continue
         scale_name = formats.scale_name(name)
-        linear_storage = weight_storage(model) if formats.is_quantized_linear(name) else None
+        linear_storage = formats.linear_storage(name, weight_storage(model))
         scales = model_parameters(model).get(scale_name)
         value = parameter.asnumpy()
         if linear_storage is not None:
@@ -61,7 +67,8 @@ def test_quantize_replaces_each_linear_and_keeps_checkpoint_names(models, golden
     assert isinstance(model.transformer.layers[1].mlp.dense_4h_to_h, QuantizedLinear)
     parameters = model_parameters(model)
     assert parameters[f"{layer}.weight"].shape == (3 * 64, 32) and parameters[f"{layer}.weight"].dtype == ms.uint8
-    assert parameters[f"{layer}.weight_scale"].shape == (3 * 64, 1)
+    assert parameters[f"{layer}.weight_scale"].shape == (3 * 64, 64 // formats.DEFAULT_GROUP_SIZE)
+    assert parameters["lm_head.weight"].dtype == ms.int8 and parameters["lm_head.weight_scale"].shape == (3200,)
     assert parameters["transformer.word_embeddings.embedding_table"].dtype == ms.float16
     assert parameters["transformer.final_layernorm.gamma"].dtype == ms.float32
     assert generator_for(model).uses_kernels
@@ -115,12 +122,14 @@ def test_top_token_agrees_with_the_reference_at_forward_positions(models, golden
     agreement, largest, mean, positions = forward_agreement(models[storage], golden_case, golden_dir)
     print(f"{storage}: top token as the reference's at {agreement:.1%} of {positions} positions; logit deltas "
           f"max {largest:.4f}, mean {mean:.5f}")
-    assert agreement >= AGREEMENT[storage]
+    assert positions == POSITIONS and agreement >= AGREEMENT[storage]
 
 
 @pytest.mark.parametrize("storage", ["int8", "int4"])
 def test_kernels_and_mindspore_ops_agree_on_a_quantized_model(models, golden_case, storage):
-    """The prompt's last logits on the kernels equal the dequantizing ops' full forward to float32 rounding."""
+    """The prompt's last logits on the kernels equal the dequantizing ops' full forward to float32 rounding: the
+    two sum in different orders, which moves the golden model's logits by up to 1.04e-4 here (int4), as float32
+    moves the reference's own by up to 6.6e-4 from float64 (tests/glm_convert/test_golden_float32_noise.py)."""
     ids = golden_case("forward")[3]["input_ids"]
     seen = []
 
@@ -130,7 +139,7 @@ def test_kernels_and_mindspore_ops_agree_on_a_quantized_model(models, golden_cas
 
     list(Generator(models[storage])._decode_loop(np.array([ids]), 1, choose, -1, 3))
     full = models[storage](ms.Tensor([ids], ms.int32)).asnumpy()[0, -1]
-    np.testing.assert_allclose(seen[0][0], full, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(seen[0][0], full, rtol=1e-4, atol=5e-4)
 
 
 def model_folder(directory, model, golden_hf_dir):
@@ -151,8 +160,8 @@ def test_a_quantized_checkpoint_loads_as_stored(models, golden_hf_dir, golden_ca
         assert parameter.dtype == originals[name].dtype, name
         np.testing.assert_array_equal(parameter.asnumpy(), originals[name].asnumpy())
     info = model_info(folder)
-    assert info["weight_storage"] == (f"int4 (groups of {formats.DEFAULT_GROUP_SIZE})" if storage == "int4"
-                                      else storage)
+    assert info["weight_storage"] == {"float16": "float16", "int8": "int8, LM head float16",
+                                      "int4": f"int4 (groups of {formats.DEFAULT_GROUP_SIZE}), LM head int8"}[storage]
     embeddings = 3200 * 64 * 2
     assert info["decode_step_bytes"] == sum(p.nbytes for p in originals.values()) - embeddings
     case = golden_case("generate")[0]
@@ -184,6 +193,24 @@ def test_bad_quantization_is_refused_before_any_change(golden_config, golden_sta
     with pytest.raises(ValueError, match=message):
         model.quantize(bits, group_size)
     assert not isinstance(model.lm_head, QuantizedLinear)
+
+
+@pytest.mark.parametrize("storage, head", [("int8", "float16"), ("int4", "int8")])
+def test_quantize_keeps_the_lm_head_one_step_wider(models, storage, head):
+    assert models[storage].lm_head.storage == head and weight_storage(models[storage]) == storage
+
+
+def test_a_checkpoint_whose_lm_head_is_not_the_layers_companion_is_refused(models, golden_hf_dir, tmp_path):
+    """An int4 checkpoint with an int4 head (as glm-core wrote them before the head was kept int8) is refused by
+    name, not misread."""
+    folder = model_folder(tmp_path / "int4", models["int4"], golden_hf_dir)
+    state = {name: parameter.asnumpy() for name, parameter in model_parameters(models["int4"]).items()}
+    state["lm_head.weight"], state["lm_head.weight_scale"] = formats.quantize(
+        dequantized_state(models["int4"])["lm_head.weight"], "int4")
+    save_checkpoint(state, folder / "model.ckpt")
+    with pytest.raises(ValueError, match=re.escape("its layers are int4 but its lm_head.weight is int4; glm-core "
+                                                   "keeps the LM head int8 beside int4 layers")):
+        AutoModel.from_pretrained(folder)
 
 
 def test_a_quantized_model_is_not_quantized_again(models):

@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     hf_to_ms.add_argument("--quantize", choices=QUANTIZATIONS,
                           help="write the Linears quantized for glm-core's CPU kernels (a CPU inference feature): "
                                "int8 (one scale per row, as the original's quantize(8)) or int4 (one scale per "
-                               "group of inputs); embeddings float16, biases and layernorms float32; excludes "
-                               "--dtype")
+                               "group of inputs); the LM head one step wider (float16 beside int8, int8 beside "
+                               "int4), embeddings float16, biases and layernorms float32; excludes --dtype")
     hf_to_ms.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, metavar="N",
                           help="inputs per int4 scale, a multiple of 32 dividing the model's widths "
                                "(default: %(default)s)")

@@ -5,8 +5,9 @@ against the config (nothing is written when anything is wrong); the second conve
 appending each tensor to the checkpoint as it goes, so memory holds about one shard.
 
 ``quantize="int8"`` or ``"int4"`` writes a checkpoint for glm-core's CPU kernels (:mod:`glm_core.quantize`):
-each Linear's weights quantized as they stream, ``<name>.weight`` with its ``<name>.weight_scale``, the
-embeddings in float16 and the biases and layernorms in float32. No float32 copy of the model is ever held.
+each layer's Linear weights quantized as they stream, ``<name>.weight`` with its ``<name>.weight_scale``, the
+LM head one step wider (float16 beside int8, int8 beside int4), the embeddings in float16 and the biases and
+layernorms in float32. No float32 copy of the model is ever held.
 """
 
 from __future__ import annotations
@@ -83,18 +84,21 @@ def _check_quantization(quantize: str | None, group_size: int, dtype: str | None
 
 class _TensorWriter:
     """Writes each converted tensor as the output wants it: cast to ``dtype``, or for ``quantize``, Linear
-    weights quantized (with their scales after them), embeddings float16 and the rest float32."""
+    weights in their storage (``glm_core.quantize.linear_storage``: the layers' ``quantize``, the LM head one
+    step wider) with any scales after them, embeddings float16 and the rest float32."""
 
     def __init__(self, writer: CheckpointWriter, dtype: np.dtype | None, quantize: str | None, group_size: int):
         self.writer, self.dtype, self.quantize, self.group_size = writer, dtype, quantize, group_size
 
     def add(self, name: str, array: np.ndarray) -> None:
+        storage = formats.linear_storage(name, self.quantize) if self.quantize is not None else None
         if self.quantize is None:
             self.writer.add(name, array, self.dtype)
-        elif formats.is_quantized_linear(name):
-            values, scales = formats.quantize(array, self.quantize, self.group_size)
+        elif storage is not None:
+            values, scales = formats.quantize(array, storage, self.group_size)
             self.writer.add(name, values)
-            self.writer.add(formats.scale_name(name), scales)
+            if scales is not None:
+                self.writer.add(formats.scale_name(name), scales)
         else:
             self.writer.add(name, array, np.float16 if name.endswith("embedding_table") else np.float32)
 

@@ -23,7 +23,7 @@ from glm_core.config import CONFIG_NAME, PRESETS, GLMConfig
 from glm_core.lora import LoRAConfig, load_adapter
 from glm_core.model import skip_random_init
 from glm_core.names import parameter_count
-from glm_core.quantize import DEFAULT_GROUP_SIZE, storage_of_bits
+from glm_core.quantize import DEFAULT_GROUP_SIZE, HEAD_STORAGE, storage_of_bits
 from glm_core.quantized_model import checkpoint_storage, prepare_for_checkpoint
 from glm_tokenizer import ChatGLMTokenizer
 from glm_tokenizer.tokenizer import VOCAB_FILE
@@ -256,6 +256,8 @@ def model_info(name_or_dir: str | os.PathLike) -> dict[str, Any]:
     storage = stored[0] if stored is not None else checkpoint_dtype(files.checkpoint)
     if stored is not None and stored[1] is not None:
         storage = f"{storage} (groups of {stored[1]})"
+    if stored is not None and HEAD_STORAGE[stored[0]] != stored[0]:
+        storage = f"{storage}, LM head {HEAD_STORAGE[stored[0]]}"
     return {
         "model": str(name_or_dir),
         "config_file": str(files.config_file) if files.config_file else f"preset {name_or_dir}",

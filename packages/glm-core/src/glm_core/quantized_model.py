@@ -2,9 +2,10 @@
 int4 weights (:mod:`glm_core.quantize`), for the CPU kernels.
 
 :func:`quantize_model` (``model.quantize(8)``, the original ChatGLM-6B's call) replaces each block's four Linears
-and the LM head with a :class:`QuantizedLinear`, one at a time, and stores the word embeddings in float16 and
-the biases and layernorms in float32. The kernels (``kernel_model.py``) then stream the narrow weights; without
-the kernels, :class:`QuantizedLinear` dequantizes them with MindSpore's ops, slowly but with the same values.
+and the LM head (one step wider, :data:`glm_core.quantize.HEAD_STORAGE`) with a :class:`QuantizedLinear`, one at
+a time, and stores the word embeddings in float16 and the biases and layernorms in float32. The kernels
+(``kernel_model.py``) then stream the narrow weights; without the kernels, :class:`QuantizedLinear` dequantizes
+them with MindSpore's ops, slowly but with the same values.
 Quantized models compute in float32 and only run forward: a CPU inference feature.
 """
 
@@ -99,16 +100,20 @@ def _replace(parent: nn.Cell, attribute: str, prefix: str, linear: QuantizedLine
         parameter.name = f"{prefix}.{parameter.name.rsplit('.', 1)[-1]}"
 
 
+def _first_layer_linear(model: GLMForPreTraining):
+    return model.transformer.layers[0].attention.query_key_value
+
+
 def weight_storage(model: GLMForPreTraining) -> str:
-    """How ``model``'s Linears hold their weights: ``"int8"``, ``"int4"``, ``"float16"`` or, unquantized, the
-    model's ``param_init_type``."""
-    head = model.lm_head
-    return head.storage if isinstance(head, QuantizedLinear) else model.config.param_init_type
+    """How ``model``'s layers hold their Linear weights: ``"int8"``, ``"int4"``, ``"float16"`` or, unquantized,
+    the model's ``param_init_type`` (the LM head's storage follows, :data:`glm_core.quantize.HEAD_STORAGE`)."""
+    linear = _first_layer_linear(model)
+    return linear.storage if isinstance(linear, QuantizedLinear) else model.config.param_init_type
 
 
 def group_size_of(model: GLMForPreTraining) -> int | None:
-    """The int4 group size of ``model``'s Linears; None for other storages."""
-    return model.lm_head.group_size if weight_storage(model) == "int4" else None
+    """The int4 group size of ``model``'s int4 Linears; None for other storages."""
+    return _first_layer_linear(model).group_size if weight_storage(model) == "int4" else None
 
 
 def _check_quantizable(model: GLMForPreTraining, storage: str, group_size: int) -> None:
@@ -121,7 +126,7 @@ def _check_quantizable(model: GLMForPreTraining, storage: str, group_size: int) 
         for width in (config.hidden_size, config.inner_hidden_size):
             formats.check_storage(storage, width, group_size)
     current = weight_storage(model)
-    if current in ("int8", "int4", "float16") and isinstance(model.lm_head, QuantizedLinear):
+    if isinstance(_first_layer_linear(model), QuantizedLinear):
         raise ValueError(f"the model's weights are already {current}; load the unquantized checkpoint to store "
                          f"them as {storage}")
 
@@ -145,8 +150,9 @@ def _rest_for_kernels(model: GLMForPreTraining, for_checkpoint: bool = False) ->
 
 def quantize_model(model: GLMForPreTraining, storage: str, group_size: int = formats.DEFAULT_GROUP_SIZE
                    ) -> GLMForPreTraining:
-    """Store ``model``'s Linear weights (each block's four and the LM head) in ``storage`` (``"float16"``,
-    ``"int8"`` or ``"int4"`` with ``group_size`` inputs per scale), in place; returns ``model``.
+    """Store ``model``'s Linear weights in ``storage`` (``"float16"``, ``"int8"`` or ``"int4"`` with
+    ``group_size`` inputs per scale), each block's four, and the LM head in the storage that goes with it
+    (:data:`glm_core.quantize.HEAD_STORAGE`: float16 beside int8, int8 beside int4), in place; returns ``model``.
 
     Each Linear is quantized and replaced in turn, so memory holds one float32 Linear beyond the result. The
     embeddings become float16 and the remaining weights float32; a generator made for the model before is
@@ -161,9 +167,10 @@ def quantize_model(model: GLMForPreTraining, storage: str, group_size: int = for
     for parent, attribute, prefix in _linears(model):
         linear: Linear = getattr(parent, attribute)
         out_features, in_features = linear.weight.shape
-        weight, scale = formats.quantize(linear.weight.asnumpy(), storage, group_size)
+        stored = formats.linear_storage(prefix + ".weight", storage)
+        weight, scale = formats.quantize(linear.weight.asnumpy(), stored, group_size)
         bias = linear.bias.asnumpy().astype(np.float32) if linear.bias is not None else None
-        quantized = QuantizedLinear(in_features, out_features, bias is not None, storage, group_size, weight, scale)
+        quantized = QuantizedLinear(in_features, out_features, bias is not None, stored, group_size, weight, scale)
         if bias is not None:
             quantized.bias.set_data(Tensor.from_numpy(bias))
         _replace(parent, attribute, prefix, quantized)
@@ -183,25 +190,35 @@ def prepare_for_checkpoint(model: GLMForPreTraining, storage: str, group_size: i
     for parent, attribute, prefix in _linears(model):
         linear: Linear = getattr(parent, attribute)
         out_features, in_features = linear.weight.shape
+        stored = formats.linear_storage(prefix + ".weight", storage)
         _replace(parent, attribute, prefix, QuantizedLinear(in_features, out_features, linear.bias is not None,
-                                                            storage, group_size))
+                                                            stored, group_size))
     _rest_for_kernels(model, for_checkpoint=True)
     return model
 
 
 def checkpoint_storage(dtypes: dict[str, str], shapes: dict[str, tuple[int, ...]], in_features: int
                        ) -> tuple[str, int | None] | None:
-    """The storage and int4 group size of a checkpoint's Linears from its tensors' numpy ``dtypes`` and
-    ``shapes`` by name (the LM head's tell), or None for an unquantized checkpoint: float weights without
-    scales, in the dtype of the layernorms.
+    """The storage and int4 group size of a checkpoint's layer Linears from its tensors' numpy ``dtypes`` and
+    ``shapes`` by name (the first layer's QKV weights tell), or None for an unquantized checkpoint: float
+    weights without scales, in the dtype of the layernorms.
 
-    Raises ``ValueError`` when the LM head's weights are no storage of the kernels.
+    Raises ``ValueError`` when the Linears' weights are no storage of the kernels, or the LM head is not in the
+    storage that goes with the layers' (:data:`glm_core.quantize.HEAD_STORAGE`).
     """
-    head = "lm_head.weight"
-    if head not in dtypes:
+    tell = "transformer.layers.0." + formats.LAYER_LINEARS[0]
+    if tell not in dtypes:
         return None
-    scale = formats.scale_name(head)
-    norm_dtype = dtypes.get("transformer.final_layernorm.gamma", dtypes[head])
-    if scale not in shapes and dtypes[head] == norm_dtype:
+    scale = formats.scale_name(tell)
+    norm_dtype = dtypes.get("transformer.final_layernorm.gamma", dtypes[tell])
+    if scale not in shapes and dtypes[tell] == norm_dtype:
         return None
-    return formats.storage_of(dtypes[head], shapes[head], shapes.get(scale), in_features)
+    storage, group_size = formats.storage_of(dtypes[tell], shapes[tell], shapes.get(scale), in_features)
+    head, head_scale = formats.HEAD, formats.scale_name(formats.HEAD)
+    if head in dtypes:
+        head_storage, _ = formats.storage_of(dtypes[head], shapes[head], shapes.get(head_scale), in_features)
+        if head_storage != formats.HEAD_STORAGE[storage]:
+            raise ValueError(f"its layers are {storage} but its {head} is {head_storage}; glm-core keeps the LM "
+                             f"head {formats.HEAD_STORAGE[storage]} beside {storage} layers: convert the original "
+                             "checkpoint again (glm-convert hf-to-ms --quantize)")
+    return storage, group_size
