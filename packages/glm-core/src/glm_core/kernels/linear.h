@@ -319,8 +319,10 @@ struct Product {
         for (int c = 0; c < C; ++c) wv[c] = block[c].vector(i, v);
         for (int q = 0; q < R; ++q) {
           Lanes xv = load(x + (r + q) * k + i + v * LANES);
+#if defined(__AVX__)  // whose registers hold a Lanes whole
           // One load for the C rows: GCC would otherwise fold a load of x into each of their multiply-adds.
           if constexpr (C > 1) __asm__("" : "+v"(xv));
+#endif
           for (int c = 0; c < C; ++c) sum[q][c][v % W::CHAINS] += xv * wv[c];
         }
       };
