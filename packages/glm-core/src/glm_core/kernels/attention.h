@@ -21,6 +21,7 @@ namespace {
 
 constexpr float MASKED_SCORE = -10000.0f;
 constexpr float UNDERFLOW = -110.0f;  // float32 exp(x) is 0 for x < -103.98
+constexpr int64_t PREFETCH_SLOTS = 4;  // how far ahead heads_of_row fetches keys and values
 
 struct Attention {
   const float *q, *k, *v;
@@ -32,12 +33,46 @@ struct Attention {
     Lanes sum = {};
     int64_t i = 0;
     for (; i + LANES <= dim; i += LANES) sum += load(a + i) * load(b + i);
-    float s[LANES];
-    std::memcpy(s, &sum, sizeof s);
-    for (int half = LANES / 2; half >= 1; half /= 2)
-      for (int j = 0; j < half; ++j) s[j] += s[j + half];
-    float total = s[0];
+    float total = halving_sum(sum);
     for (; i < dim; ++i) total = __builtin_fmaf(a[i], b[i], total);
+    return total;
+  }
+
+  // Fetches the `count` heads of slot `l` from `from` (keys or values) into the cache ahead of their use: the
+  // heads of one slot lie side by side, but a thread's share of them is a part of each slot, which the CPU's
+  // prefetchers, starting anew at each 4 KB page, do not follow.
+  ALWAYS_INLINE void prefetch(const float *from, int64_t l, int64_t count, const bool *masked) const {
+    if (l >= length || masked[l]) return;
+    const char *start = reinterpret_cast<const char *>(from + l * batch * heads * dim);
+    for (int64_t offset = 0; offset < count * dim * static_cast<int64_t>(sizeof(float)); offset += 64)
+      __builtin_prefetch(start + offset);
+  }
+
+  // The softmax's numerators of one head's scores, in place: e^(score - max), exactly 0 below UNDERFLOW (masked
+  // slots, mostly), 8 at a time in double (exp_of), each rounded once to float; returns their sum, taken in the
+  // order of the slots (its zeros, exact, skipped).
+  float exponentials(float *scores) const {
+    Floats top = Floats{} + scores[0];
+    int64_t l = 0;
+    for (; l + 8 <= length; l += 8) {
+      const Floats s = *reinterpret_cast<const UnalignedFloats *>(scores + l);
+      top = s > top ? s : top;
+    }
+    float largest = top[0];
+    for (int lane = 1; lane < 8; ++lane) largest = std::max(largest, top[lane]);
+    for (; l < length; ++l) largest = std::max(largest, scores[l]);
+    float total = 0.0f;
+    for (l = 0; l < length; l += 8) {
+      const int64_t count = std::min<int64_t>(8, length - l);
+      Floats shifted = Floats{} + UNDERFLOW;
+      std::memcpy(&shifted, scores + l, count * sizeof(float));
+      shifted -= largest;
+      const Floats e = __builtin_convertvector(exp_of(__builtin_convertvector(shifted, Doubles)), Floats);
+      const Floats numerators = shifted < UNDERFLOW ? Floats{} : e;
+      std::memcpy(scores + l, &numerators, count * sizeof(float));
+      for (int64_t lane = 0; lane < count; ++lane)
+        if (numerators[lane] != 0.0f) total += numerators[lane];
+    }
     return total;
   }
 
@@ -50,21 +85,17 @@ struct Attention {
     const float *query = q + (row * heads + first) * dim;
     const float *keys = k + (b * heads + first) * dim, *values = v + (b * heads + first) * dim;
     float *result = out + (row * heads + first) * dim;
-    for (int64_t l = 0; l < length; ++l)
+    for (int64_t l = 0; l < length; ++l) {
+      prefetch(keys, l + PREFETCH_SLOTS, count, masked);
       for (int64_t h = 0; h < count; ++h)
         score[h * length + l] =
             (masked[l] ? MASKED_SCORE : dot(query + h * dim, keys + l * stride + h * dim)) * scale;
-    std::vector<float> total(count, 0.0f);
-    for (int64_t h = 0; h < count; ++h) {
-      float *head = score.data() + h * length;
-      const float top = *std::max_element(head, head + length);
-      for (int64_t l = 0; l < length; ++l) {
-        const float shifted = head[l] - top;  // below UNDERFLOW exp gives exactly 0: masked slots, mostly
-        total[h] += head[l] = shifted < UNDERFLOW ? 0.0f : std::exp(shifted);
-      }
     }
+    std::vector<float> total(count, 0.0f);
+    for (int64_t h = 0; h < count; ++h) total[h] = exponentials(score.data() + h * length);
     std::fill(result, result + count * dim, 0.0f);
     for (int64_t l = 0; l < length; ++l) {
+      prefetch(values, l + PREFETCH_SLOTS, count, masked);
       for (int64_t h = 0; h < count; ++h) {
         const float weight = score[h * length + l];
         if (weight == 0.0f) continue;  // adds exact zeros: skipped, same bits

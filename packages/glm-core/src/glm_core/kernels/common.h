@@ -1,4 +1,4 @@
-// What glm-core's CPU kernels share: the vector type their sums use and the helper threads they split work
+// What glm-core's CPU kernels share: the vector types their sums use, e^x, and the helper threads they split work
 // among. Included by the arithmetic headers (linear.h, rotary.h, attention.h), whose operators (linear.cc,
 // rotary.cc, attention.cc, layer.cc) are compiled into one library (see kernels/__init__.py).
 #pragma once
@@ -12,6 +12,10 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
@@ -33,6 +37,49 @@ typedef float Lanes __attribute__((vector_size(LANES * sizeof(float))));
 typedef float UnalignedLanes __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
 
 ALWAYS_INLINE Lanes load(const float *p) { return *reinterpret_cast<const UnalignedLanes *>(p); }
+
+// Vectors of 8 for the functions evaluated in double (tanh, exp), and e^x itself.
+typedef double Doubles __attribute__((vector_size(8 * sizeof(double))));
+typedef int64_t Int64s __attribute__((vector_size(8 * sizeof(int64_t))));
+typedef float Floats __attribute__((vector_size(8 * sizeof(float))));
+typedef float UnalignedFloats __attribute__((vector_size(8 * sizeof(float)), aligned(4)));
+
+// e^x, 8 at a time, to 1e-16 relative, for -700 <= x <= 700: 2^k by range reduction (k * ln 2 split in two so
+// that k * ln2_high is exact for |k| < 2048) times a degree-13 polynomial of the rest, k added to its exponent.
+ALWAYS_INLINE Doubles exp_of(Doubles x) {
+  const double log2e = 1.4426950408889634, ln2_high = 0.6931471805598903, ln2_low = 5.497923018708371e-14;
+  const double shifter = 0x1.8p52;  // adding it rounds to an integer, held in the low bits
+  const Doubles shifted = x * log2e + shifter, k = shifted - shifter;
+  const Doubles r = (x - k * ln2_high) - k * ln2_low;  // |r| <= ln 2 / 2
+  static constexpr double factorials[] = {6227020800.0, 479001600.0, 39916800.0, 3628800.0, 362880.0, 40320.0,
+                                          5040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0};
+  Doubles p = r * (1.0 / factorials[0]) + 1.0 / factorials[1];
+  for (int i = 2; i < 14; ++i) p = p * r + 1.0 / factorials[i];
+  return reinterpret_cast<Doubles>(reinterpret_cast<Int64s>(p) + (reinterpret_cast<Int64s>(shifted) << 52));
+}
+
+// The LANES sums added up by halves: lane i plus lane i + LANES / 2 for each i of the lower half, and so on down
+// to one lane. The same additions lane by lane would take a store and a dozen scalar loads and adds per output.
+ALWAYS_INLINE float halving_sum(Lanes sum) {
+#if defined(__AVX__)
+#if defined(__AVX512F__)
+  const __m512 sixteen = reinterpret_cast<__m512>(sum);
+  const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(sixteen),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sixteen), 1)));
+#else
+  const __m256 eight = reinterpret_cast<__m256>(sum);
+#endif
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+#else
+  float s[LANES];
+  std::memcpy(s, &sum, sizeof s);
+  for (int half = LANES / 2; half >= 1; half /= 2)
+    for (int i = 0; i < half; ++i) s[i] += s[i + half];
+  return s[0];
+#endif
+}
 
 // Lets the other hardware thread run while this one waits.
 ALWAYS_INLINE void relax() {

@@ -25,10 +25,6 @@
 #include <cmath>
 #include <type_traits>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #include "common.h"
 
 namespace glm {
@@ -37,23 +33,6 @@ namespace {
 // tanh, 8 at a time, correctly rounded to float: evaluated in double (exp by range reduction and a degree-13
 // polynomial, 1e-16 relative), then rounded once. glibc's tanhf is scalar, 15 ns a call here, and off by an
 // ulp for one float in seven; the GELU of a glm_bench decode step took 0.8 ms of it.
-typedef double Doubles __attribute__((vector_size(8 * sizeof(double))));
-typedef int64_t Int64s __attribute__((vector_size(8 * sizeof(int64_t))));
-typedef float Floats __attribute__((vector_size(8 * sizeof(float))));
-typedef float UnalignedFloats __attribute__((vector_size(8 * sizeof(float)), aligned(4)));
-
-ALWAYS_INLINE Doubles exp_of(Doubles x) {  // for |x| <= 20
-  const double log2e = 1.4426950408889634, ln2_high = 0.6931471805598903, ln2_low = 5.497923018708371e-14;
-  const double shifter = 0x1.8p52;  // adding it rounds to an integer, held in the low bits
-  const Doubles shifted = x * log2e + shifter, k = shifted - shifter;
-  const Doubles r = (x - k * ln2_high) - k * ln2_low;  // |r| <= ln 2 / 2
-  static constexpr double factorials[] = {6227020800.0, 479001600.0, 39916800.0, 3628800.0, 362880.0, 40320.0,
-                                          5040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0};
-  Doubles p = r * (1.0 / factorials[0]) + 1.0 / factorials[1];
-  for (int i = 2; i < 14; ++i) p = p * r + 1.0 / factorials[i];
-  return reinterpret_cast<Doubles>(reinterpret_cast<Int64s>(p) + (reinterpret_cast<Int64s>(shifted) << 52));
-}
-
 ALWAYS_INLINE Floats tanh_of(Floats v) {
   Doubles u = __builtin_convertvector(v, Doubles);
   u = u > 10.0 ? Doubles{} + 10.0 : u;  // tanh(10) rounds to 1.0f
@@ -231,29 +210,6 @@ struct Int4Weights {
     return static_cast<float>(nibble - 8) * half_to_float(scale[j * groups + i / group]);
   }
 };
-
-// The LANES sums added up by halves: lane i plus lane i + LANES / 2 for each i of the lower half, and so on down
-// to one lane. The same additions lane by lane would take a store and a dozen scalar loads and adds per output.
-ALWAYS_INLINE float halving_sum(Lanes sum) {
-#if defined(__AVX__)
-#if defined(__AVX512F__)
-  const __m512 sixteen = reinterpret_cast<__m512>(sum);
-  const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(sixteen),
-                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sixteen), 1)));
-#else
-  const __m256 eight = reinterpret_cast<__m256>(sum);
-#endif
-  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
-  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
-  return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
-#else
-  float s[LANES];
-  std::memcpy(s, &sum, sizeof s);
-  for (int half = LANES / 2; half >= 1; half /= 2)
-    for (int i = 0; i < half; ++i) s[i] += s[i + half];
-  return s[0];
-#endif
-}
 
 // y [rows, n] = x [rows, k] @ w [n, k].T (+ bias [n] when given), w read through the storage W.
 template <typename W>
