@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -91,8 +92,10 @@ ALWAYS_INLINE void relax() {
 }
 
 // Helper threads kept between calls: a decode step makes one call per Linear, and starting threads for
-// each would cost more than the smaller products themselves. Between calls the helpers sleep, leaving the
-// CPUs to MindSpore's ops (spinning for the next call measured no faster).
+// each would cost more than the smaller products themselves. After a call a helper watches for the next one
+// for SPIN_MICROSECONDS, then sleeps, leaving the CPUs to MindSpore's ops: a decode step's calls follow each
+// other within tens of microseconds, and a sleeping helper takes about as long to wake, which left the
+// smaller Linears of a step to the calling thread alone; between steps (the sampling, in Python) it sleeps.
 //
 // Work is cut into chunks that the calling thread and the helpers claim as they get to them, so a helper
 // that wakes late, or a CPU that the machine lends elsewhere for a while, delays a call by one chunk at
@@ -130,6 +133,7 @@ class Helpers {
 
  private:
   static constexpr int64_t CHUNKS_PER_THREAD = 8;
+  static constexpr int64_t SPIN_MICROSECONDS = 250;
   static constexpr uint64_t CLOSED = 0xffffffffu;
 
   // Claims and runs chunks of run `run` until none is left. The claim (a compare-and-swap on the run and
@@ -161,10 +165,13 @@ class Helpers {
     for (int index = 0; index < helpers; ++index) threads_.emplace_back(&Helpers::serve, this, generation_.load());
   }
 
-  // A helper: sleeps until a call is published after generation `seen`, then joins it.
+  // A helper: watches for a call published after generation `seen`, then sleeps until one is, and joins it.
   void serve(uint64_t seen) {
     for (;;) {
       {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(SPIN_MICROSECONDS);
+        while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
+          for (int i = 0; i < 16; ++i) relax();
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
         seen = generation_.load(std::memory_order_acquire);
