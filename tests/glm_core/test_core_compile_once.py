@@ -103,4 +103,4 @@ def test_a_plain_preset_generates_on_the_kernels_as_an_incremental_model_does():
         generator = generator_for(model)
         assert generator.uses_kernels
         assert isinstance(generator.kernel_network, KernelGLM)
-        assert generator.kernel_network.model is model
+        assert generator.kernel_network.word_embeddings is model.transformer.word_embeddings

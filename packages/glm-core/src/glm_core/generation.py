@@ -145,11 +145,13 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 class ForwardWithCache(nn.Cell):
     """``S`` tokens ``[B, S]`` written at cache ``slots`` ``[S]``, with their position ids ``[B, 2, S]`` and
     mask ``[B, 1, S, cache length]`` → the logits of the last ``[B, V]``: a prompt or a decode step (``S`` = 1).
-    ``kernel_network``: the model's :class:`KernelGLM`, or None for MindSpore's ops."""
+    ``kernel_network``: the model's :class:`KernelGLM`, or None for MindSpore's ops. It holds the model only for
+    MindSpore's ops: each call walks the graph's cells (see :class:`KernelGLM`)."""
 
     def __init__(self, model: GLMForPreTraining, caches: nn.CellList, kernel_network: KernelGLM | None):
         super().__init__(auto_prefix=False)  # keep the model's checkpoint parameter names
-        self.model, self.caches, self.kernel_network = model, caches, kernel_network
+        self.caches, self.kernel_network = caches, kernel_network
+        self.model = model if kernel_network is None else None
 
     @ms.jit
     def construct(self, input_ids, position_ids, mask, slots):

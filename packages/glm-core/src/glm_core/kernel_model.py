@@ -43,8 +43,12 @@ def runs_on_kernels(config: GLMConfig) -> bool:
 
 
 class KernelGLM(nn.Cell):
-    """A :class:`~glm_core.model.GLMForPreTraining`'s forward with KV caches on the kernels; holds the model
-    (its parameters keep their names) and no weights of its own.
+    """A :class:`~glm_core.model.GLMForPreTraining`'s forward with KV caches on the kernels, over the model's
+    parameters (which keep their names); it holds no weights of its own.
+
+    It holds the two cells it calls (the word embeddings and block 0's input layernorm) and the parameters of
+    the rest, not the model: MindSpore walks a graph cell's whole tree of cells on every call (setting each
+    one's compile phase), and the model's hundred-odd cells cost a decode step more than its small ops.
 
     ``construct(input_ids [B, S], position_ids [B, 2, S], mask [B, 1, S, L], caches, slots [S])`` writes the
     keys and values of the ``S`` tokens at cache ``slots`` and returns the logits of the last one ``[B, V]``.
@@ -52,11 +56,11 @@ class KernelGLM(nn.Cell):
 
     def __init__(self, model):
         super().__init__(auto_prefix=False)  # keep the model's checkpoint parameter names
-        self.model = model
         self.layer = kernels.layer_operator()
         self.lm_head = kernels.linear_operator()
         transformer, config = model.transformer, model.config
         layers = transformer.layers
+        self.word_embeddings, self.input_layernorm = transformer.word_embeddings, layers[0].input_layernorm
         # Not layers[1:]: a slice of a CellList is a new CellList, which renames the parameters it holds.
         next_norms = [layer.input_layernorm for layer in list(layers)[1:]] + [transformer.final_layernorm]
         self.blocks = []  # per block, its LAYER_BLOCK_INPUTS in order
@@ -83,11 +87,10 @@ class KernelGLM(nn.Cell):
         self.widen_embeddings = transformer.word_embeddings.embedding_table.dtype != ms.float32
 
     def construct(self, input_ids, position_ids, mask, caches, slots):
-        transformer = self.model.transformer
-        embedded = transformer.word_embeddings(input_ids)
+        embedded = self.word_embeddings(input_ids)
         if self.widen_embeddings:
             embedded = embedded.astype(ms.float32)
-        x = transformer.layers[0].input_layernorm(embedded)
+        x = self.input_layernorm(embedded)
         for index in range(len(self.blocks)):
             cache = caches[index]
             # LAYER_STEP_INPUTS, then the block's LAYER_BLOCK_INPUTS
