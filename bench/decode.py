@@ -1,18 +1,21 @@
 """Decode speed of the KV-cache decoder against the machine's weight-streaming ceiling.
 
-Decoding one token is matrix-vector work: every weight of every layer and of the LM head is read once
-per step, so the speed limit is memory bandwidth. This bench runs ``glm_bench`` (the real 130528-row
-vocabulary, hidden 1024, 8 layers; random float32 weights), batch 1, a 128-token prompt and 128 new
-tokens, and prints beside the decode speed the machine's ceiling: the best bandwidth of numpy's float32
-matrix-vector product over the LM head's matrix, in either layout, and the tokens/s it allows for the bytes
-a step reads. ``--weights`` stores the Linears as float32, float16, int8 or int4 (``model.quantize``), all
-from the same random weights, run round by round in the same run (each run of each storage in turn); the
-speed of each is also given as a multiple of float32's when that is among them, and its quality: how often a
-full forward over the prompt picks float32's top token, and how far its logits move. Decode time is wall
-time per step, its inputs and its token choice included (``GenerationStats``). The ceiling is measured right before and
-right after every timed generation, and each generation is compared with the better of its two: on a
-shared machine the bandwidth drifts by 10-20 % within a minute, and a ceiling taken at another moment
-would compare the decoder with a different machine.
+Decoding one token is matrix-vector work: every weight of every layer and of the LM head is read once per
+step, and so are the keys and values of the tokens before it, so the speed limit is memory bandwidth. This
+bench runs ``glm_bench`` (the real 130528-row vocabulary, hidden 1024, 8 layers; random float32 weights),
+batch 1, a 128-token prompt and 128 new tokens, and prints beside the decode speed the machine's ceiling: the
+best bandwidth of numpy's float32 matrix-vector product over the LM head's matrix, in either layout, and the
+tokens/s it allows for the bytes a step reads (the weights, and the KV cache on average over the generation).
+``--weights`` stores the Linears as float32, float16, int8 or int4 (``model.quantize``), all from the same
+random weights, run round by round in the same run (each run of each storage in turn); the speed of each is
+also given as a multiple of float32's when that is among them, and its quality: how often a full forward over
+the prompt picks float32's top token, and how far its logits move. Decode time is wall time per step, its
+inputs and its token choice included (``GenerationStats``). The ceiling is measured right before and right
+after every timed generation, and each generation is compared with the better of its two: on a shared machine
+the bandwidth drifts by 10-20 % within a minute, and a ceiling taken at another moment would compare the
+decoder with a different machine.
+
+
 
     hatch run python bench/decode.py [--threads 2] [--prompt 128] [--new 128] [--config glm_bench]
         [--weights float32 float16 int8 int4] [--group-size 64]
@@ -42,6 +45,13 @@ def weights_read_per_step(model: GLMForPreTraining) -> int:
         if "embedding_table" not in name:
             total += parameter.size * parameter.itemsize
     return total
+
+
+def cache_read_per_step(config: GLMConfig, prompt: int, new: int) -> int:
+    """Bytes of the KV cache a decode step reads, on average over a generation of ``new`` tokens after ``prompt``:
+    the keys and values (float32) of every slot written so far, in every layer (masked slots are not read)."""
+    slots = prompt + (new - 1) / 2  # the average over the decode steps, which follow the prefill's token
+    return int(slots * config.num_layers * 2 * config.hidden_size * 4)
 
 
 def streaming_ceiling(rows: int, columns: int, repeats: int = 10) -> dict[str, float]:
@@ -119,7 +129,9 @@ class StorageBench:
         self.build_seconds = time.perf_counter() - start
         self.generator.generate(ids, max_new_tokens=args.new, eos_token_id=EOS)
         self.compile_seconds = self.generator.stats.compile_seconds
-        self.step_bytes = weights_read_per_step(self.model)
+        self.weight_bytes = weights_read_per_step(self.model)
+        self.cache_bytes = cache_read_per_step(config, args.prompt, args.new)
+        self.step_bytes = self.weight_bytes + self.cache_bytes
         self.runs = []  # (stats, decode GB/s, ceiling GB/s measured around that generation)
 
     def run(self) -> None:
@@ -151,8 +163,9 @@ class StorageBench:
         print(f"decode:  {best.decode_tokens_per_second:.2f} tokens/s ({1e3 / best.decode_tokens_per_second:.2f} "
               f"ms/token, best of {len(self.runs)} runs of {best.steps} steps; median {self.median_speed():.2f} "
               "tokens/s)")
-        print(f"weights read per decode step: {step_bytes / 1e6:.1f} MB -> "
-              f"{step_bytes * best.decode_tokens_per_second / 1e9:.1f} GB/s in the best run")
+        print(f"read per decode step: {step_bytes / 1e6:.1f} MB (weights {self.weight_bytes / 1e6:.1f} MB, KV cache "
+              f"{self.cache_bytes / 1e6:.1f} MB on average) -> {step_bytes * best.decode_tokens_per_second / 1e9:.1f} "
+              "GB/s in the best run")
         print(f"ceiling (numpy's best float32 matrix-vector product over the LM head's {config.vocab_size}x"
               f"{config.hidden_size} matrix, around each run): {min(ceilings):.1f}-{max(ceilings):.1f} GB/s")
         print(f"decode / ceiling, run by run: {', '.join(f'{share:.0f}%' for share in shares)}")
