@@ -15,8 +15,6 @@ after every timed generation, and each generation is compared with the better of
 the bandwidth drifts by 10-20 % within a minute, and a ceiling taken at another moment would compare the
 decoder with a different machine.
 
-
-
     hatch run python bench/decode.py [--threads 2] [--prompt 128] [--new 128] [--config glm_bench]
         [--weights float32 float16 int8 int4] [--group-size 64]
 """
