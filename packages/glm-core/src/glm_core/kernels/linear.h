@@ -325,24 +325,25 @@ struct Product {
     __m512 sum[C];
     for (int c = 0; c < C; ++c) sum[c] = _mm512_setzero_ps();
     alignas(64) float scales[C][16];
-    for (int64_t b = 0; b < groups; ++b) {
-      if (b % 16 == 0) {
-        const __mmask16 present = groups - b >= 16 ? 0xffff : (1u << (groups - b)) - 1;
-        for (int c = 0; c < C; ++c)
-          _mm512_store_ps(scales[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(present, scale + (j + c) * groups + b)));
-      }
-      __m512 table[C];
-      for (int c = 0; c < C; ++c) table[c] = _mm512_mul_ps(levels, _mm512_set1_ps(scales[c][b % 16]));
-      for (int s = 0; s < STEPS; ++s) {
-        const int64_t i = (b * STEPS + s) * 32;
-        const char *front = reinterpret_cast<const char *>(rows + i / 2 * C) + ahead;
-        for (int line = 0; line < std::max(1, C * 16 / 64); ++line) __builtin_prefetch(front + line * 64);
-        const __m512 low = _mm512_loadu_ps(input + i), high = _mm512_loadu_ps(input + i + 16);
-        for (int c = 0; c < C; ++c) {
-          const __m512i nibbles =
-              _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(rows + c * row_bytes + i / 2)));
-          sum[c] = _mm512_fmadd_ps(low, _mm512_permutexvar_ps(nibbles, table[c]), sum[c]);
-          sum[c] = _mm512_fmadd_ps(high, _mm512_permutexvar_ps(_mm512_srli_epi32(nibbles, 4), table[c]), sum[c]);
+    for (int64_t first = 0; first < groups; first += 16) {
+      const int64_t count = std::min<int64_t>(16, groups - first);
+      const __mmask16 present = count == 16 ? 0xffff : (1u << count) - 1;
+      for (int c = 0; c < C; ++c)
+        _mm512_store_ps(scales[c], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(present, scale + (j + c) * groups + first)));
+      for (int64_t g = 0; g < count; ++g) {
+        __m512 table[C];
+        for (int c = 0; c < C; ++c) table[c] = _mm512_mul_ps(levels, _mm512_set1_ps(scales[c][g]));
+        for (int s = 0; s < STEPS; ++s) {
+          const int64_t i = ((first + g) * STEPS + s) * 32;
+          const char *front = reinterpret_cast<const char *>(rows + i / 2 * C) + ahead;
+          for (int line = 0; line < std::max(1, C * 16 / 64); ++line) __builtin_prefetch(front + line * 64);
+          const __m512 low = _mm512_loadu_ps(input + i), high = _mm512_loadu_ps(input + i + 16);
+          for (int c = 0; c < C; ++c) {
+            const __m512i nibbles =
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(rows + c * row_bytes + i / 2)));
+            sum[c] = _mm512_fmadd_ps(low, _mm512_permutexvar_ps(nibbles, table[c]), sum[c]);
+            sum[c] = _mm512_fmadd_ps(high, _mm512_permutexvar_ps(_mm512_srli_epi32(nibbles, 4), table[c]), sum[c]);
+          }
         }
       }
     }
