@@ -364,10 +364,11 @@ struct Product {
   }
 
   // A decode step's x of more inputs than this leaves the L1 cache to the streaming weights only in part: each
-  // row would read all of it again from L2 (4 bytes of x per byte of int8 weights), so WIDE_DECODE_ROWS rows
-  // share each load of it (ChatGLM-6B's dense_4h_to_h, 16384 inputs: 1.5-1.9x faster here in every storage).
+  // row would read all of it again from L2 (4 bytes of x per byte of int8 weights), so at least WIDE_DECODE_ROWS
+  // rows share each load of it (ChatGLM-6B's dense_4h_to_h, 16384 inputs: 1.5-1.9x faster here in every storage;
+  // int4 keeps its eight, whose sums four rows left waiting on each other).
   static constexpr int64_t INPUTS_IN_L1 = 4096;
-  static constexpr int WIDE_DECODE_ROWS = 4;
+  static constexpr int WIDE_DECODE_ROWS = std::max(4, W::DECODE_ROWS);
 
   // Outputs begin..end-1 of every row: each weight row is read once, OUTPUT_TILE rows at a time, which
   // shares each load of x among them. A single row of x (a decode step) has nothing to share, and reads
